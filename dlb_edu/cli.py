@@ -1,0 +1,133 @@
+"""``python -m dlb_edu``: train one run, or compare the baseline with DLB.
+
+Bad values end the program with exit code 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, TrainingDiverged
+from .train import FORWARD_MODES, METHODS, PRESETS, TrainConfig
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage too; we want one line
+        raise ConfigError(message)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    # Defaults are None: a value given on the command line overrides the preset, anything else comes from it.
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default: quick)")
+    p.add_argument("--dataset", default="cifar10-mini",
+                   help="cifar10, cifar100, cifar10-mini (bundled, default), synthetic, or an image-folder path")
+    p.add_argument("--arch", help="resnet32, resnet110, vgg16, wrn20_8, densenet40_12, small_cnn")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="B: fresh samples per step")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--temperature", type=float, help="T of the consistency loss (paper: 3)")
+    p.add_argument("--alpha", type=float, help="weight of the consistency loss (paper: 1)")
+    p.add_argument("--forward", help=f"{' or '.join(FORWARD_MODES)} (default joint)")
+    p.add_argument("--no-carry-over", action="store_true", help="start every epoch without a repeated half")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--train-subset", type=int, help="use only the first N training images")
+    p.add_argument("--test-subset", type=int, help="use only the first N test images")
+    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every K steps")
+    p.add_argument("--data-root", help="where data sets live (default: the project's data/)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10/100 into the data root if missing")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="start over in an --out folder that holds another run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m dlb_edu", description="DLB: self-distillation from the last mini-batch")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p_train = sub.add_parser("train", help="train one run")
+    p_train.add_argument("--method", default="dlb", help=f"one of {', '.join(METHODS)} (default dlb)")
+    p_train.add_argument("--out", help="output folder (config.json, history.csv, summary.json, checkpoint.pt)")
+    _add_run_options(p_train)
+    p_cmp = sub.add_parser("compare", help="train the baseline and DLB with the same seed and data")
+    p_cmp.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    _add_run_options(p_cmp)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
+    overrides = {"dataset": args.dataset, "seed": args.seed, "device": args.device,
+                 "carry_over": not args.no_carry_over, "download": args.download, "data_root": args.data_root,
+                 "method": getattr(args, "method", "dlb")}
+    for name in ("arch", "epochs", "batch_size", "lr", "temperature", "alpha", "forward", "train_subset",
+                 "test_subset", "checkpoint_every"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return TrainConfig.from_preset(args.preset, **overrides).validate()
+
+
+def format_table(summaries: dict[str, dict]) -> str:
+    head = f"{'method':<10} {'final acc':>9} {'best acc':>9} {'time (s)':>9}"
+    lines = [head, "-" * len(head)]
+    for method, s in summaries.items():
+        lines.append(f"{method:<10} {s['final_test_acc']:>9.4f} {s['best_test_acc']:>9.4f} {s['train_time_s']:>9.1f}")
+    return "\n".join(lines)
+
+
+def run_train(args) -> None:
+    from .train import Trainer
+    config = config_from_args(args)
+    trainer = Trainer(config, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    for row in trainer.epochs():
+        print(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
+              f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+    s = trainer.summary()
+    print(f"{s['method']}: final test acc {s['final_test_acc']:.4f}, best {s['best_test_acc']:.4f}, "
+          f"{s['train_time_s']:.1f} s on {s['device']}" + (f"; outputs in {args.out}" if args.out else ""))
+
+
+def run_compare(args) -> None:
+    from .data import load_dataset
+    from .train import Trainer
+    from .viz import plot_curves
+    config = config_from_args(args)
+    out = Path(args.out)
+    data = load_dataset(config.dataset, config.data_root, config.download)
+    histories, summaries = {}, {}
+    for method in ("baseline", "dlb"):
+        cfg = dataclasses.replace(config, method=method)
+        trainer = Trainer(cfg, data=data, out_dir=out / method, resume=args.resume, force=args.force,
+                          progress=not args.no_progress)
+        for row in trainer.epochs():
+            print(f"{method:<8} epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                  f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+        histories[method], summaries[method] = trainer.history, trainer.summary()
+    print()
+    print(format_table(summaries))
+    fig = plot_curves(histories, title=f"{config.arch} on {config.dataset}, {config.epochs} epochs, seed "
+                                       f"{config.seed}")
+    png = out / "curves.png"
+    fig.savefig(png, dpi=120)
+    print(f"curves saved to {png}")
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        {"train": run_train, "compare": run_compare}[args.command](args)
+    except ConfigError as e:
+        print(f"dlb_edu: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as e:
+        print(f"dlb_edu: training stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dlb_edu: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,57 @@
+"""DLB's objective: cross-entropy on every sample plus a consistency term on the repeated half.
+
+Shen et al., CVPR 2022, Eq. (4)-(5): with the previous step's logits of the repeated samples as a detached teacher,
+
+    loss = CE(all n samples) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
+
+the KL averaged over the repeated samples ("batchmean"). T = 3 and alpha = 1 in the paper. The T^2 factor keeps the
+gradient of the soft term on the same scale as the cross-entropy's when T changes (Hinton et al., 2015): the
+gradient of the KL with respect to a student logit is (p_student - p_teacher) / T.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+
+def check_temperature(temperature: float) -> None:
+    if not temperature > 0:  # also refuses NaN
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+
+
+def check_alpha(alpha: float) -> None:
+    if not alpha >= 0:
+        raise ConfigError(f"alpha must be >= 0, got {alpha}")
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), summed over classes, averaged over the batch.
+
+    The teacher is detached: no gradient reaches it.
+    """
+    check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ConfigError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+                          f"{tuple(teacher_logits.shape)}")
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return temperature ** 2 * kl
+
+
+def dlb_loss(logits: torch.Tensor, targets: torch.Tensor, cached_logits: torch.Tensor | None,
+             temperature: float = 3.0, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DLB's loss for one batch whose first ``len(cached_logits)`` rows are the repeated half.
+
+    Returns ``(loss, ce, consistency)``. Without a cache (the first step of a run) it is plain cross-entropy.
+    """
+    check_alpha(alpha)
+    ce = F.cross_entropy(logits.float(), targets)
+    if cached_logits is None or len(cached_logits) == 0:
+        kd = ce.new_zeros(())
+    else:
+        kd = consistency_loss(logits[: len(cached_logits)], cached_logits, temperature)
+    return ce + alpha * kd, ce, kd

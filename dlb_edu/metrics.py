@@ -1,0 +1,46 @@
+"""Per-epoch measurements beyond accuracy: stability of the predictions and calibration.
+
+DLB claims to make training more *consistent* (Shen et al., CVPR 2022, Sec. 1 and 4.4): a sample's prediction
+should not swing from one step to the next. Two numbers follow that on a fixed probe set of training images:
+the fraction whose predicted class flipped since the previous probe, and the mean KL divergence between
+consecutive probe predictions. Calibration is the expected calibration error (Guo et al., 2017) over 15 bins.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def flip_rate(prev_probs: torch.Tensor, probs: torch.Tensor) -> float:
+    """Fraction of samples whose arg-max class differs between two predictions."""
+    return (prev_probs.argmax(1) != probs.argmax(1)).float().mean().item()
+
+
+def mean_kl(prev_probs: torch.Tensor, probs: torch.Tensor, eps: float = 1e-12) -> float:
+    """Mean over samples of KL(prev || current), in nats."""
+    kl = (prev_probs * ((prev_probs + eps).log() - (probs + eps).log())).sum(1)
+    return kl.mean().item()
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy over ``n_bins`` equal-width bins."""
+    confidence, predicted = probs.max(1)
+    correct = (predicted == labels).float()
+    bins = torch.clamp((confidence * n_bins).long(), max=n_bins - 1)  # confidence 1.0 goes in the last bin
+    ece = torch.zeros((), dtype=torch.float64)
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            gap = (confidence[in_bin].double().mean() - correct[in_bin].double().mean()).abs()
+            ece += in_bin.double().mean() * gap
+    return ece.item()
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15):
+    """Per bin: (mean confidence, accuracy, count), for a reliability diagram. Empty bins give NaN."""
+    confidence, predicted = probs.max(1)
+    correct = (predicted == labels).float()
+    bins = torch.clamp((confidence * n_bins).long(), max=n_bins - 1)
+    count = torch.bincount(bins, minlength=n_bins).double()
+    conf = torch.bincount(bins, weights=confidence.double(), minlength=n_bins) / count
+    acc = torch.bincount(bins, weights=correct.double(), minlength=n_bins) / count
+    return conf, acc, count

@@ -1,0 +1,116 @@
+"""The DLB index stream: half of every batch repeats the previous batch's fresh half.
+
+DLB (Shen et al., CVPR 2022, Sec. 3.2) builds each mini-batch from two halves: the samples that were fresh at the
+previous step (now *repeated*, so their cached logits can serve as soft targets) and B new *fresh* samples (whose
+logits are cached for the next step). This module yields those index lists; the trainer and a torch DataLoader
+both consume them, so repeated samples are loaded, and augmented, anew.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+from .errors import ConfigError
+
+
+class DLBBatch(list):
+    """A list of dataset indices: ``num_repeated`` repeated ones first, then the fresh ones.
+
+    It is a plain list to a DataLoader; the trainer reads ``num_repeated`` to split the batch.
+    """
+
+    def __init__(self, repeated: list[int], fresh: list[int]):
+        super().__init__(repeated + fresh)
+        self.num_repeated = len(repeated)
+
+    @property
+    def repeated(self) -> list[int]:
+        return self[: self.num_repeated]
+
+    @property
+    def fresh(self) -> list[int]:
+        return self[self.num_repeated:]
+
+
+class DLBBatchSampler(Sampler[list[int]]):
+    """Yields DLB batches: the previous batch's fresh indices first, then ``batch_size`` new fresh ones.
+
+    Each index is fresh exactly once per epoch (the last fresh chunk may be short). The first batch of a run holds
+    only fresh indices. With ``carry_over`` (the original code's behaviour) the last fresh half of epoch e is repeated
+    in the first batch of epoch e+1; without it every epoch starts clean.
+
+    The sampler is resumable: it remembers its epoch, how many batches of that epoch it has handed out and the last
+    fresh half, and ``state_dict()`` / ``load_state_dict()`` save and restore exactly that. The order of epoch e depends
+    only on ``(seed, e)``. With ``world_size > 1`` each rank takes a disjoint share of every epoch's order and keeps
+    its own overlap (its repeated half is its own previous fresh half).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 carry_over: bool = True, rank: int = 0, world_size: int = 1):
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= num_samples:
+            raise ConfigError(f"batch_size must be an integer in [1, {num_samples}] (the data set size), "
+                              f"got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if batch_size * world_size > num_samples:
+            raise ConfigError(f"batch_size x world_size = {batch_size * world_size} exceeds the data set size "
+                              f"{num_samples}")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.seed, self.carry_over = shuffle, seed, carry_over
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0          # the epoch the next batch belongs to
+        self.step = 0           # batches of that epoch already handed out
+        self.last_fresh: list[int] = []  # the fresh half of the last batch handed out
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """This rank's fresh indices for ``epoch``, in order. Ranks get disjoint, equally long shares."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.num_samples, generator=g)
+        else:
+            order = torch.arange(self.num_samples)
+        per_rank = self.num_samples // self.world_size
+        return order[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        per_rank = self.num_samples // self.world_size
+        return -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[DLBBatch]:
+        """The remaining batches of the current epoch; afterwards the sampler stands at the next epoch."""
+        order = self.epoch_order(self.epoch)
+        chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        starts_clean = self.step == 0 and not self.carry_over
+        repeated = [] if starts_clean else self.last_fresh
+        for k in range(self.step, len(chunks)):
+            fresh = chunks[k]
+            # Record the position before handing the batch out: a checkpoint taken after this step resumes after it.
+            self.step, self.last_fresh = k + 1, fresh
+            yield DLBBatch(repeated, fresh)
+            repeated = fresh
+        self.epoch, self.step = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "last_fresh": list(self.last_fresh),
+                "num_samples": self.num_samples, "batch_size": self.batch_size, "seed": self.seed,
+                "carry_over": self.carry_over, "rank": self.rank, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("num_samples", "batch_size", "seed", "carry_over", "rank", "world_size"):
+            if state[key] != getattr(self, key):
+                raise ConfigError(f"sampler state was saved with {key}={state[key]!r}, this run has "
+                                  f"{getattr(self, key)!r}")
+        self.epoch, self.step, self.last_fresh = state["epoch"], state["step"], list(state["last_fresh"])
+
+
+class PlainBatchSampler(DLBBatchSampler):
+    """The baseline's stream: the same fresh chunks in the same order, never a repeated half."""
+
+    def __iter__(self) -> Iterator[DLBBatch]:
+        for batch in super().__iter__():
+            yield DLBBatch([], batch.fresh)

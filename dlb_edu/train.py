@@ -1,0 +1,489 @@
+"""One training loop for the baseline and DLB, resumable to the bit.
+
+A DLB step (Shen et al., CVPR 2022, Algorithm 1): take the batch from :class:`~dlb_edu.sampling.DLBBatchSampler`
+(repeated half first, then the fresh half), augment it anew, forward it (``joint``: one call, the paper's wording;
+``split``: the two halves in two calls, as the original code, so BatchNorm normalizes each half with its own
+statistics), compute :func:`~dlb_edu.losses.dlb_loss` against the cached logits of the repeated half, step, and
+cache the detached logits of the fresh half. The baseline is the same loop with plain batches and plain
+cross-entropy.
+
+Everything random in a step (crop offsets, flips) comes from a generator seeded by ``(seed, epoch, step)``, and the
+checkpoint holds the model, optimizer, scheduler, sampler position, cache, running sums and history, so a run that
+is stopped and resumed ends exactly where an uninterrupted run ends.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+from .cache import SoftTargetCache
+from .data import ImageData, load_dataset, normalize, random_crop_flip
+from .errors import ConfigError, TrainingDiverged
+from .losses import check_alpha, check_temperature, dlb_loss
+from .models import ARCHS, build_model, count_parameters
+from .sampling import DLBBatchSampler, PlainBatchSampler
+
+METHODS = ("baseline", "dlb")
+FORWARD_MODES = ("joint", "split")
+
+# The paper's recipe (Sec. 4.1) and a short one for CPUs. The learning rate drops x0.1 at the same *fractions* of
+# the run as the paper's 150/180/210 of 240 epochs, so a shorter run keeps the schedule's shape.
+PRESETS = {
+    "paper": dict(arch="resnet32", epochs=240, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
+                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0),
+    "quick": dict(arch="small_cnn", epochs=15, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
+                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0),
+}
+
+# Fields that may differ when a run is resumed: they do not change what is computed.
+RESUMABLE_FIELDS = ("epochs", "device", "checkpoint_every", "download", "data_root")
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_ce", "train_consistency", "train_acc", "step_loss_std",
+                   "test_loss", "test_acc", "ece", "probe_flip_rate", "probe_kl", "lr", "epoch_time_s")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``TrainConfig.from_preset("paper", method="dlb")`` gives the paper's."""
+    method: str = "dlb"
+    dataset: str = "cifar10-mini"
+    arch: str = "small_cnn"
+    epochs: int = 15
+    batch_size: int = 64              # B: fresh samples per step (DLB forwards B repeated + B fresh)
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    milestones: tuple = (0.625, 0.75, 0.875)  # fractions of `epochs` where the lr is multiplied by 0.1
+    temperature: float = 3.0          # T
+    alpha: float = 1.0                # weight of the consistency term
+    forward: str = "joint"            # "joint": one forward of both halves; "split": two forwards, as the original
+    carry_over: bool = True           # repeat the last fresh half of an epoch at the start of the next
+    seed: int = 0
+    device: str = "auto"              # "auto", "cpu", "cuda", "cuda:1", ...
+    train_subset: int | None = None   # use only the first N training images (fast modes)
+    test_subset: int | None = None
+    probe_size: int = 500             # training images whose predictions are tracked for the stability metrics
+    checkpoint_every: int = 0         # also checkpoint every K steps (0: only at epoch ends)
+    data_root: str | None = None
+    download: bool = False
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming the first bad field; return self."""
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
+        if self.forward not in FORWARD_MODES:
+            raise ConfigError(f"forward must be one of {', '.join(FORWARD_MODES)}, got {self.forward!r}")
+        check_temperature(self.temperature)
+        check_alpha(self.alpha)
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1 or not self.weight_decay >= 0:
+            raise ConfigError("momentum must be in [0, 1) and weight_decay >= 0")
+        if any(not 0 < m <= 1 for m in self.milestones):
+            raise ConfigError(f"milestones are fractions of the run in (0, 1], got {self.milestones}")
+        for name in ("train_subset", "test_subset"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 or None, got {value!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
+        resolve_device(self.device)
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here: use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return dev
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """The seed of one step's augmentation: a function of (seed, epoch, step) alone, so a resumed run replays it."""
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + step) % (2 ** 63)
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp_path)`` then rename over ``path``: a kill mid-write leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def read_history_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class Trainer:
+    """Trains one run. ``for row in trainer.epochs(): ...`` yields each finished epoch's history row.
+
+    ``out_dir`` (optional) receives config.json, history.csv, summary.json and checkpoint.pt. With ``resume=True``
+    the run continues from ``out_dir/checkpoint.pt``. A folder that holds a different run is refused unless
+    ``force=True``.
+    """
+
+    def __init__(self, config: TrainConfig, data: ImageData | None = None, out_dir: str | Path | None = None,
+                 resume: bool = False, force: bool = False, progress: bool = True):
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        self.progress = progress
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if resume and self.out_dir is None:
+            raise ConfigError("resume needs an output folder (--out DIR) that holds a checkpoint")
+
+        data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
+        data = data.subset(config.train_subset, config.test_subset)
+        n_train = len(data.x_train)
+        if config.batch_size > n_train:
+            raise ConfigError(f"batch_size must be at most the training set size {n_train}, got {config.batch_size}")
+        self.data = data
+        # Resident data: uint8 on the training device, augmented there batch by batch.
+        self.x_train, self.y_train = data.x_train.to(self.device), data.y_train.to(self.device)
+        self.x_test, self.y_test = data.x_test.to(self.device), data.y_test.to(self.device)
+        self.mean, self.std = data.mean.to(self.device), data.std.to(self.device)
+
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.arch, data.num_classes).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        milestones = sorted({max(1, round(f * config.epochs)) for f in config.milestones})
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
+        sampler_cls = DLBBatchSampler if config.method == "dlb" else PlainBatchSampler
+        self.sampler = sampler_cls(n_train, config.batch_size, shuffle=True, seed=config.seed,
+                                   carry_over=config.carry_over)
+        self.cache = SoftTargetCache()
+        g = torch.Generator().manual_seed(config.seed)
+        self.probe_idx = torch.randperm(n_train, generator=g)[: min(config.probe_size, n_train)].to(self.device)
+        self.prev_probe_probs: torch.Tensor | None = None
+        self.history: list[dict] = []
+        self.running = self._fresh_running()
+        self.train_time_s = 0.0
+        self.peak_cache_bytes = 0
+
+        if self.out_dir is not None:
+            self._prepare_out_dir(resume, force)
+
+    # -----------------------------------------------------------------------------------------------------------
+    # The loop
+    # -----------------------------------------------------------------------------------------------------------
+
+    def epochs(self) -> Iterator[dict]:
+        """Train until ``config.epochs``; yield each epoch's history row as it finishes."""
+        while self.sampler.epoch < self.config.epochs:
+            yield self.train_epoch()
+
+    def run(self) -> dict:
+        """Train to the end; return the summary."""
+        for _ in self.epochs():
+            pass
+        return self.summary()
+
+    def train_epoch(self) -> dict:
+        cfg, epoch = self.config, self.sampler.epoch
+        self.model.train()
+        start = time.perf_counter()
+        steps = len(self.sampler)
+        bar = _progress_bar(total=steps, initial=self.sampler.step, disable=not self.progress,
+                            desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}")
+        for batch in self.sampler:
+            self.train_step(batch, epoch, self.sampler.step - 1)
+            bar.update(1)
+            if cfg.checkpoint_every and self.sampler.step % cfg.checkpoint_every == 0 and self.sampler.step < steps:
+                self.running["time_s"] += time.perf_counter() - start
+                start = time.perf_counter()
+                self._check_finite(epoch)
+                self.save_checkpoint()
+        bar.close()
+        self.running["time_s"] += time.perf_counter() - start
+        self._check_finite(epoch)
+        row = self._finish_epoch(epoch)
+        self.history.append(row)
+        self.scheduler.step()
+        self.running = self._fresh_running()
+        if self.out_dir is not None:
+            self.save_checkpoint()
+            self._write_outputs()
+        return row
+
+    def train_step(self, batch, epoch: int, step: int) -> torch.Tensor:
+        """One optimizer step on a DLB batch (or a plain batch: ``num_repeated == 0``). Returns the loss, detached."""
+        cfg = self.config
+        r = batch.num_repeated
+        idx = torch.as_tensor(batch, device=self.device)
+        gen = torch.Generator(self.device).manual_seed(step_seed(cfg.seed, epoch, step))
+        x = normalize(random_crop_flip(self.x_train[idx], generator=gen), self.mean, self.std)
+        y = self.y_train[idx]
+        if cfg.forward == "split" and r > 0:
+            logits = torch.cat([self.model(x[:r]), self.model(x[r:])])
+        else:
+            logits = self.model(x)
+        cached = self.cache.get(batch.repeated) if r > 0 else None
+        if cfg.method == "dlb":
+            loss, ce, kd = dlb_loss(logits, y, cached, cfg.temperature, cfg.alpha)
+        else:
+            ce = F.cross_entropy(logits, y)
+            loss, kd = ce, ce.new_zeros(())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if cfg.method == "dlb":
+            self.cache.put(batch.fresh, logits[r:])
+        # Running sums stay on the device: nothing here waits for the GPU.
+        run = self.running
+        loss = loss.detach()
+        run["step_losses"].append(loss)
+        run["ce_sum"] += ce.detach()
+        run["kd_sum"] += kd.detach()
+        run["correct"] += (logits[r:].argmax(1) == y[r:]).sum()
+        run["seen"] += len(batch) - r
+        return loss
+
+    def _fresh_running(self) -> dict:
+        zero = torch.zeros((), device=self.device)
+        return {"step_losses": [], "ce_sum": zero.clone(), "kd_sum": zero.clone(), "correct": zero.clone(),
+                "seen": 0, "time_s": 0.0}
+
+    def _check_finite(self, epoch: int) -> None:
+        losses = self.running["step_losses"]
+        if losses:
+            finite = torch.isfinite(torch.stack(losses))
+            if not finite.all():
+                bad = int((~finite).nonzero()[0])
+                where = f"epoch {epoch + 1}, step {bad + 1}"
+                kept = f"; the last good checkpoint is in {self.out_dir}" if self.out_dir else ""
+                raise TrainingDiverged(f"the loss became {losses[bad].item()} at {where}{kept}: lower --lr or "
+                                       f"--alpha")
+
+    def _finish_epoch(self, epoch: int) -> dict:
+        run = self.running
+        losses = torch.stack(run["step_losses"]).float()
+        n_steps = len(losses)
+        test = self.evaluate()
+        probe_probs = self.predict(self.x_train[self.probe_idx])
+        if self.prev_probe_probs is None:
+            flip, kl = float("nan"), float("nan")
+        else:
+            flip = metrics.flip_rate(self.prev_probe_probs, probe_probs)
+            kl = metrics.mean_kl(self.prev_probe_probs, probe_probs)
+        self.prev_probe_probs = probe_probs
+        self.train_time_s += run["time_s"]
+        return {
+            "epoch": epoch + 1,
+            "train_loss": losses.mean().item(),
+            "train_ce": (run["ce_sum"] / n_steps).item(),
+            "train_consistency": (run["kd_sum"] / n_steps).item(),
+            "train_acc": (run["correct"] / max(run["seen"], 1)).item(),
+            "step_loss_std": losses.std().item() if n_steps > 1 else 0.0,
+            "test_loss": test["loss"], "test_acc": test["acc"], "ece": test["ece"],
+            "probe_flip_rate": flip, "probe_kl": kl,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch_time_s": run["time_s"],
+        }
+
+    @torch.no_grad()
+    def predict(self, x_uint8: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Softmax probabilities of un-augmented images, in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.cat([F.softmax(self.model(normalize(x_uint8[i:i + batch_size], self.mean, self.std)).float(), 1)
+                         for i in range(0, len(x_uint8), batch_size)])
+        self.model.train(was_training)
+        return out
+
+    def evaluate(self) -> dict:
+        """Test loss (NLL), accuracy and expected calibration error."""
+        probs = self.predict(self.x_test)
+        nll = F.nll_loss(probs.clamp_min(1e-12).log(), self.y_test).item()
+        acc = (probs.argmax(1) == self.y_test).float().mean().item()
+        return {"loss": nll, "acc": acc, "ece": metrics.expected_calibration_error(probs.cpu(), self.y_test.cpu())}
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {
+            "method": self.config.method, "dataset": self.config.dataset, "arch": self.config.arch,
+            "epochs": len(self.history), "forward": self.config.forward, "seed": self.config.seed,
+            "final_test_acc": last.get("test_acc"),
+            "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
+            "train_time_s": self.train_time_s,
+            "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "params": count_parameters(self.model),
+            "cache_bytes": self.cache.nbytes,
+            "torch": torch.__version__, "git_rev": git_revision(),
+        }
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Outputs and checkpoints
+    # -----------------------------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def _prepare_out_dir(self, resume: bool, force: bool) -> None:
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a folder")
+        config_file = out / "config.json"
+        if config_file.exists() and not force:
+            try:
+                saved = json.loads(config_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                raise ConfigError(f"{config_file} is unreadable: pass --force to start a new run there") from None
+            diff = _config_diff(saved, self.config.to_dict())
+            if diff:
+                raise ConfigError(f"{out} holds a different run ({diff}): choose another --out or pass --force")
+            if not resume:
+                raise ConfigError(f"{out} already holds this run: pass --resume to continue it or --force to "
+                                  f"start over")
+        if resume and not force:
+            if not self.checkpoint_path.exists():
+                raise ConfigError(f"nothing to resume: {self.checkpoint_path} does not exist")
+            self.load_checkpoint(self.checkpoint_path)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(config_file, self.config.to_dict())
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "cache": self.cache.state_dict(),
+            "running": {**self.running, "step_losses": [t.cpu() for t in self.running["step_losses"]],
+                        "ce_sum": self.running["ce_sum"].cpu(), "kd_sum": self.running["kd_sum"].cpu(),
+                        "correct": self.running["correct"].cpu()},
+            "prev_probe_probs": None if self.prev_probe_probs is None else self.prev_probe_probs.cpu(),
+            "history": self.history,
+            "train_time_s": self.train_time_s,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        diff = _config_diff(state["config"], self.config.to_dict())
+        if diff:
+            raise ConfigError(f"the checkpoint belongs to a different configuration ({diff})")
+        if state["sampler"]["epoch"] > self.config.epochs:
+            raise ConfigError(f"the checkpoint is at epoch {state['sampler']['epoch']}, past --epochs "
+                              f"{self.config.epochs}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.cache.load_state_dict(state["cache"], self.device)
+        run = state["running"]
+        self.running = {**run, "step_losses": [t.to(self.device) for t in run["step_losses"]],
+                        "ce_sum": run["ce_sum"].to(self.device), "kd_sum": run["kd_sum"].to(self.device),
+                        "correct": run["correct"].to(self.device)}
+        probs = state["prev_probe_probs"]
+        self.prev_probe_probs = None if probs is None else probs.to(self.device)
+        self.history = list(state["history"])
+        self.train_time_s = state["train_time_s"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def save_checkpoint(self, path: Path | None = None) -> None:
+        path = Path(path) if path is not None else self.checkpoint_path
+        atomic_write(path, lambda p: torch.save(self.state_dict(), p))
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a truncated or foreign file
+            raise ConfigError(f"checkpoint {path} is corrupt or not a dlb_edu checkpoint "
+                              f"({type(e).__name__}): delete it or pass --force") from None
+        if not isinstance(state, dict) or "sampler" not in state:
+            raise ConfigError(f"checkpoint {path} is not a dlb_edu checkpoint")
+        self.load_state_dict(state)
+
+    def _write_outputs(self) -> None:
+        def write_csv(p: Path):
+            with open(p, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+                w.writeheader()
+                w.writerows(self.history)
+        atomic_write(self.out_dir / "history.csv", write_csv)
+        write_json(self.out_dir / "summary.json", self.summary())
+
+
+def _config_diff(saved: dict, current: dict) -> str:
+    """The fields (other than those a resume may change) in which two configs differ, as 'name: a -> b'."""
+    keys = sorted((set(saved) | set(current)) - set(RESUMABLE_FIELDS))
+    diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    return ", ".join(diffs)
+
+
+def _progress_bar(**kwargs):
+    from tqdm.auto import tqdm
+    return tqdm(leave=False, **kwargs)
+
+
+def train(config: TrainConfig, **kwargs) -> tuple[list[dict], dict]:
+    """Train one run; return ``(history, summary)``. Keyword arguments go to :class:`Trainer`."""
+    trainer = Trainer(config, **kwargs)
+    summary = trainer.run()
+    return trainer.history, summary
+
+
+def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Path | None = None,
+            data: ImageData | None = None, **kwargs) -> dict[str, tuple[list[dict], dict]]:
+    """Train each method with the same seed, data and schedule; return ``{method: (history, summary)}``."""
+    data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
+    results = {}
+    for method in methods:
+        cfg = dataclasses.replace(config, method=method)
+        sub = None if out_dir is None else Path(out_dir) / method
+        results[method] = train(cfg, data=data, out_dir=sub, **kwargs)
+    return results
+

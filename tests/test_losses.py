@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+
+from dlb_edu.errors import ConfigError
+from dlb_edu.losses import consistency_loss, dlb_loss
+
+
+def reference_consistency(student, teacher, T):
+    """T^2 * mean_i sum_c p_t log(p_t / p_s), written out in float64 by hand."""
+    total = 0.0
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        zs = sum(math.exp(v / T) for v in s_row)
+        zt = sum(math.exp(v / T) for v in t_row)
+        for s, t in zip(s_row, t_row):
+            ps, pt = math.exp(s / T) / zs, math.exp(t / T) / zt
+            total += pt * math.log(pt / ps)
+    return T * T * total / len(student)
+
+
+def test_consistency_loss_matches_hand_computed_reference():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g,
+                                                                                        dtype=torch.float64)
+    for T in (1.0, 3.0, 0.5):
+        got = consistency_loss(student, teacher, T).item()
+        assert got == pytest.approx(reference_consistency(student, teacher, T), rel=1e-6)
+
+
+def test_consistency_gradient_is_softmax_difference_over_T():
+    # d/ds_j [T^2 KL(p_t || p_s)] / batch = T (p_s - p_t)_j / batch
+    g = torch.Generator().manual_seed(1)
+    student = torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    T = 3.0
+    consistency_loss(student, teacher, T).backward()
+    expected = T * (torch.softmax(student.detach() / T, 1) - torch.softmax(teacher.detach() / T, 1)) / 4
+    torch.testing.assert_close(student.grad.double(), expected, rtol=1e-5, atol=1e-7)
+    assert teacher.grad is None  # no gradient reaches the teacher
+
+
+def test_consistency_loss_is_zero_for_identical_logits():
+    x = torch.randn(3, 10)
+    assert consistency_loss(x, x.clone(), 3.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dlb_loss_is_ce_plus_alpha_kd_on_repeated_half():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(8, 10, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+    cached = torch.randn(4, 10, generator=g)
+    loss, ce, kd = dlb_loss(logits, y, cached, temperature=3.0, alpha=0.5)
+    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+    assert kd.item() == pytest.approx(reference_consistency(logits[:4].double(), cached.double(), 3.0), rel=1e-5)
+    assert loss.item() == pytest.approx(ce.item() + 0.5 * kd.item(), rel=1e-6)
+
+
+def test_first_step_without_cache_is_plain_cross_entropy():
+    logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    loss, ce, kd = dlb_loss(logits, y, None)
+    assert kd.item() == 0.0
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item())
+
+
+@pytest.mark.parametrize("T", [0.0, -1.0, float("nan")])
+def test_bad_temperature_is_refused(T):
+    with pytest.raises(ConfigError, match="temperature"):
+        consistency_loss(torch.zeros(1, 2), torch.zeros(1, 2), T)
+
+
+def test_negative_alpha_is_refused():
+    with pytest.raises(ConfigError, match="alpha"):
+        dlb_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), None, 3.0, -0.1)
