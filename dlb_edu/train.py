@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -72,6 +73,8 @@ class TrainConfig:
     carry_over: bool = True           # repeat the last fresh half of an epoch at the start of the next
     seed: int = 0
     device: str = "auto"              # "auto", "cpu", "cuda", "cuda:1", ...
+    fast: str = "auto"                # "auto": on CUDA use bf16 autocast, channels_last, fused SGD; "off": never
+    compile: bool = False             # torch.compile the model (CUDA; pays off on long runs)
     train_subset: int | None = None   # use only the first N training images (fast modes)
     test_subset: int | None = None
     probe_size: int = 500             # training images whose predictions are tracked for the stability metrics
@@ -109,6 +112,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be an integer >= 1 or None, got {value!r}")
+        if self.fast not in ("auto", "off"):
+            raise ConfigError(f"fast must be auto or off, got {self.fast!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         resolve_device(self.device)
@@ -132,6 +137,20 @@ def resolve_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     return dev
+
+
+def _distributed_rank_and_size() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed has been initialized (see cli)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+        dist.barrier()
 
 
 def step_seed(seed: int, epoch: int, step: int) -> int:
@@ -178,8 +197,15 @@ class Trainer:
                  resume: bool = False, force: bool = False, progress: bool = True):
         self.config = config.validate()
         self.device = resolve_device(config.device)
-        self.progress = progress
+        self.rank, self.world_size = _distributed_rank_and_size()
+        self.progress = progress and self.rank == 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.world_size > 1 and config.forward == "split":
+            raise ConfigError("forward split is not supported with several processes (DDP needs one forward per "
+                              "backward): use --forward joint")
+        # The GPU fast path: bf16 autocast, channels_last activations and a fused optimizer step.
+        self.fast = self.device.type == "cuda" and config.fast == "auto"
+        self.memory_format = torch.channels_last if self.fast else torch.contiguous_format
         if resume and self.out_dir is None:
             raise ConfigError("resume needs an output folder (--out DIR) that holds a checkpoint")
 
@@ -195,14 +221,25 @@ class Trainer:
         self.mean, self.std = data.mean.to(self.device), data.std.to(self.device)
 
         torch.manual_seed(config.seed)
-        self.model = build_model(config.arch, data.num_classes).to(self.device)
+        self.model = build_model(config.arch, data.num_classes).to(self.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
-        milestones = sorted({max(1, round(f * config.epochs)) for f in config.milestones})
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay,
+                                         **({"fused": True} if self.fast else {}))
+        # `self.net` is what the step calls: the model, maybe compiled, maybe wrapped for several processes.
+        self.net = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.fast else None)
+        if config.compile:
+            self.net = torch.compile(self.net)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=self._milestone_epochs(),
+                                                              gamma=0.1)
         sampler_cls = DLBBatchSampler if config.method == "dlb" else PlainBatchSampler
+        if config.batch_size * self.world_size > n_train:
+            raise ConfigError(f"batch_size x processes = {config.batch_size * self.world_size} exceeds the training "
+                              f"set size {n_train}")
         self.sampler = sampler_cls(n_train, config.batch_size, shuffle=True, seed=config.seed,
-                                   carry_over=config.carry_over)
+                                   carry_over=config.carry_over, rank=self.rank, world_size=self.world_size)
         self.cache = SoftTargetCache()
         g = torch.Generator().manual_seed(config.seed)
         self.probe_idx = torch.randperm(n_train, generator=g)[: min(config.probe_size, n_train)].to(self.device)
@@ -210,7 +247,6 @@ class Trainer:
         self.history: list[dict] = []
         self.running = self._fresh_running()
         self.train_time_s = 0.0
-        self.peak_cache_bytes = 0
 
         if self.out_dir is not None:
             self._prepare_out_dir(resume, force)
@@ -223,6 +259,8 @@ class Trainer:
         """Train until ``config.epochs``; yield each epoch's history row as it finishes."""
         while self.sampler.epoch < self.config.epochs:
             yield self.train_epoch()
+        if self.out_dir is not None and self.rank == 0:
+            self._write_outputs()  # also after a resume that found the run already finished
 
     def run(self) -> dict:
         """Train to the end; return the summary."""
@@ -240,7 +278,8 @@ class Trainer:
         for batch in self.sampler:
             self.train_step(batch, epoch, self.sampler.step - 1)
             bar.update(1)
-            if cfg.checkpoint_every and self.sampler.step % cfg.checkpoint_every == 0 and self.sampler.step < steps:
+            if (cfg.checkpoint_every and self.out_dir is not None and self.sampler.step % cfg.checkpoint_every == 0
+                    and self.sampler.step < steps):
                 self.running["time_s"] += time.perf_counter() - start
                 start = time.perf_counter()
                 self._check_finite(epoch)
@@ -254,21 +293,27 @@ class Trainer:
         self.running = self._fresh_running()
         if self.out_dir is not None:
             self.save_checkpoint()
-            self._write_outputs()
+            if self.rank == 0:
+                self._write_outputs()
         return row
 
     def train_step(self, batch, epoch: int, step: int) -> torch.Tensor:
         """One optimizer step on a DLB batch (or a plain batch: ``num_repeated == 0``). Returns the loss, detached."""
         cfg = self.config
         r = batch.num_repeated
-        idx = torch.as_tensor(batch, device=self.device)
-        gen = torch.Generator(self.device).manual_seed(step_seed(cfg.seed, epoch, step))
+        idx = torch.as_tensor(batch)
+        # A pinned, non-blocking copy: the host queues the step without waiting for the GPU.
+        idx = idx.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else idx
+        gen = torch.Generator(self.device).manual_seed(step_seed(cfg.seed + 7919 * self.rank, epoch, step))
         x = normalize(random_crop_flip(self.x_train[idx], generator=gen), self.mean, self.std)
+        x = x.contiguous(memory_format=self.memory_format)
         y = self.y_train[idx]
-        if cfg.forward == "split" and r > 0:
-            logits = torch.cat([self.model(x[:r]), self.model(x[r:])])
-        else:
-            logits = self.model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.fast):
+            if cfg.forward == "split" and r > 0:
+                # The original code's way: two forwards, so BatchNorm normalizes each half with its own statistics.
+                logits = torch.cat([self.net(x[:r]), self.net(x[r:])])
+            else:
+                logits = self.net(x)
         cached = self.cache.get(batch.repeated) if r > 0 else None
         if cfg.method == "dlb":
             loss, ce, kd = dlb_loss(logits, y, cached, cfg.temperature, cfg.alpha)
@@ -309,6 +354,14 @@ class Trainer:
     def _finish_epoch(self, epoch: int) -> dict:
         run = self.running
         losses = torch.stack(run["step_losses"]).float()
+        if self.world_size > 1:  # every rank ran the same number of steps: average the sums over ranks
+            import torch.distributed as dist
+            sums = torch.stack([run["ce_sum"], run["kd_sum"], run["correct"],
+                                torch.tensor(float(run["seen"]), device=self.device)])
+            for t in (losses, sums):
+                dist.all_reduce(t)
+            losses, sums = losses / self.world_size, sums / self.world_size
+            run = {**run, "ce_sum": sums[0], "kd_sum": sums[1], "correct": sums[2], "seen": sums[3].item()}
         n_steps = len(losses)
         test = self.evaluate()
         probe_probs = self.predict(self.x_train[self.probe_idx])
@@ -337,8 +390,10 @@ class Trainer:
         """Softmax probabilities of un-augmented images, in eval mode."""
         was_training = self.model.training
         self.model.eval()
-        out = torch.cat([F.softmax(self.model(normalize(x_uint8[i:i + batch_size], self.mean, self.std)).float(), 1)
-                         for i in range(0, len(x_uint8), batch_size)])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.fast):
+            out = torch.cat([F.softmax(self.model(normalize(x_uint8[i:i + batch_size], self.mean, self.std)
+                                                  .contiguous(memory_format=self.memory_format)).float(), 1)
+                             for i in range(0, len(x_uint8), batch_size)])
         self.model.train(was_training)
         return out
 
@@ -391,20 +446,38 @@ class Trainer:
             if not self.checkpoint_path.exists():
                 raise ConfigError(f"nothing to resume: {self.checkpoint_path} does not exist")
             self.load_checkpoint(self.checkpoint_path)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(config_file, self.config.to_dict())
+        _barrier(self.world_size)  # every rank has read the folder before rank 0 writes to it
+        if self.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(config_file, self.config.to_dict())
+
+    def _milestone_epochs(self) -> list[int]:
+        return [max(1, round(f * self.config.epochs)) for f in self.config.milestones]
+
+    def rank_state_dict(self) -> dict:
+        """What differs between processes: the sampler's position and overlap, the cache, the running sums."""
+        run = self.running
+        return {
+            "sampler": self.sampler.state_dict(),
+            "cache": self.cache.state_dict(),
+            "running": {**run, "step_losses": [t.cpu() for t in run["step_losses"]], "ce_sum": run["ce_sum"].cpu(),
+                        "kd_sum": run["kd_sum"].cpu(), "correct": run["correct"].cpu()},
+        }
 
     def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue bit for bit; with several processes, every rank's part."""
+        ranks = [self.rank_state_dict()]
+        if self.world_size > 1:
+            import torch.distributed as dist
+            ranks = [None] * self.world_size
+            dist.all_gather_object(ranks, self.rank_state_dict())
         return {
             "config": self.config.to_dict(),
+            "world_size": self.world_size,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "cache": self.cache.state_dict(),
-            "running": {**self.running, "step_losses": [t.cpu() for t in self.running["step_losses"]],
-                        "ce_sum": self.running["ce_sum"].cpu(), "kd_sum": self.running["kd_sum"].cpu(),
-                        "correct": self.running["correct"].cpu()},
+            "ranks": ranks,
             "prev_probe_probs": None if self.prev_probe_probs is None else self.prev_probe_probs.cpu(),
             "history": self.history,
             "train_time_s": self.train_time_s,
@@ -415,15 +488,26 @@ class Trainer:
         diff = _config_diff(state["config"], self.config.to_dict())
         if diff:
             raise ConfigError(f"the checkpoint belongs to a different configuration ({diff})")
-        if state["sampler"]["epoch"] > self.config.epochs:
-            raise ConfigError(f"the checkpoint is at epoch {state['sampler']['epoch']}, past --epochs "
+        if state["world_size"] != self.world_size:
+            raise ConfigError(f"the checkpoint was written by {state['world_size']} processes, this run has "
+                              f"{self.world_size}")
+        mine = state["ranks"][self.rank]
+        if mine["sampler"]["epoch"] > self.config.epochs:
+            raise ConfigError(f"the checkpoint is at epoch {mine['sampler']['epoch']}, past --epochs "
                               f"{self.config.epochs}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.cache.load_state_dict(state["cache"], self.device)
-        run = state["running"]
+        # A resume may extend the run (more epochs): follow the new schedule from here on.
+        milestones = self._milestone_epochs()
+        self.scheduler.milestones = Counter(milestones)
+        decays = sum(m <= self.scheduler.last_epoch for m in milestones)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * 0.1 ** decays
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.sampler.load_state_dict(mine["sampler"])
+        self.cache.load_state_dict(mine["cache"], self.device)
+        run = mine["running"]
         self.running = {**run, "step_losses": [t.to(self.device) for t in run["step_losses"]],
                         "ce_sum": run["ce_sum"].to(self.device), "kd_sum": run["kd_sum"].to(self.device),
                         "correct": run["correct"].to(self.device)}
@@ -434,8 +518,11 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint(self, path: Path | None = None) -> None:
+        """Write the checkpoint atomically (temporary file + rename). Collective when several processes train."""
         path = Path(path) if path is not None else self.checkpoint_path
-        atomic_write(path, lambda p: torch.save(self.state_dict(), p))
+        state = self.state_dict()
+        if self.rank == 0:
+            atomic_write(path, lambda p: torch.save(state, p))
 
     def load_checkpoint(self, path: Path) -> None:
         try:
@@ -443,7 +530,7 @@ class Trainer:
         except Exception as e:  # torch raises many types for a truncated or foreign file
             raise ConfigError(f"checkpoint {path} is corrupt or not a dlb_edu checkpoint "
                               f"({type(e).__name__}): delete it or pass --force") from None
-        if not isinstance(state, dict) or "sampler" not in state:
+        if not isinstance(state, dict) or "ranks" not in state:
             raise ConfigError(f"checkpoint {path} is not a dlb_edu checkpoint")
         self.load_state_dict(state)
 
