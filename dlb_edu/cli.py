@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -85,11 +86,13 @@ def run_train(args) -> None:
     config = config_from_args(args)
     trainer = Trainer(config, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     for row in trainer.epochs():
-        print(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-              f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+        if trainer.rank == 0:
+            print(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
+                  f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
     s = trainer.summary()
-    print(f"{s['method']}: final test acc {s['final_test_acc']:.4f}, best {s['best_test_acc']:.4f}, "
-          f"{s['train_time_s']:.1f} s on {s['device']}" + (f"; outputs in {args.out}" if args.out else ""))
+    if trainer.rank == 0:
+        print(f"{s['method']}: final test acc {s['final_test_acc']:.4f}, best {s['best_test_acc']:.4f}, "
+              f"{s['train_time_s']:.1f} s on {s['device']}" + (f"; outputs in {args.out}" if args.out else ""))
 
 
 def run_compare(args) -> None:
@@ -105,9 +108,12 @@ def run_compare(args) -> None:
         trainer = Trainer(cfg, data=data, out_dir=out / method, resume=args.resume, force=args.force,
                           progress=not args.no_progress)
         for row in trainer.epochs():
-            print(f"{method:<8} epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                  f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+            if trainer.rank == 0:
+                print(f"{method:<8} epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                      f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
         histories[method], summaries[method] = trainer.history, trainer.summary()
+    if trainer.rank != 0:
+        return
     print()
     print(format_table(summaries))
     fig = plot_curves(histories, title=f"{config.arch} on {config.dataset}, {config.epochs} epochs, seed "
@@ -117,9 +123,23 @@ def run_compare(args) -> None:
     print(f"curves saved to {png}")
 
 
+def init_distributed() -> None:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group, NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        init_distributed()
         {"train": run_train, "compare": run_compare}[args.command](args)
     except ConfigError as e:
         print(f"dlb_edu: error: {e}", file=sys.stderr)
@@ -130,4 +150,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("dlb_edu: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0

@@ -413,6 +413,7 @@ class Trainer:
             "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
             "train_time_s": self.train_time_s,
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "processes": self.world_size,
             "params": count_parameters(self.model),
             "cache_bytes": self.cache.nbytes,
             "torch": torch.__version__, "git_rev": git_revision(),
