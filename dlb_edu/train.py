@@ -285,6 +285,8 @@ class Trainer:
                 self._check_finite(epoch)
                 self.save_checkpoint()
         bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # once per epoch, so the epoch time covers the queued GPU work
         self.running["time_s"] += time.perf_counter() - start
         self._check_finite(epoch)
         row = self._finish_epoch(epoch)
