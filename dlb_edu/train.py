@@ -349,7 +349,8 @@ class Trainer:
             if not finite.all():
                 bad = int((~finite).nonzero()[0])
                 where = f"epoch {epoch + 1}, step {bad + 1}"
-                kept = f"; the last good checkpoint is in {self.out_dir}" if self.out_dir else ""
+                kept = (f"; the last good checkpoint is kept in {self.checkpoint_path}"
+                        if self.out_dir is not None and self.checkpoint_path.exists() else "")
                 raise TrainingDiverged(f"the loss became {losses[bad].item()} at {where}{kept}: lower --lr or "
                                        f"--alpha")
 

@@ -131,10 +131,17 @@ def test_corrupt_checkpoint_is_refused(synthetic, tmp_path):
         Trainer(tiny(epochs=2), data=synthetic, out_dir=tmp_path, resume=True, progress=False)
 
 
-def test_nan_loss_stops_and_names_the_step(synthetic, tmp_path):
-    trainer = Trainer(tiny(epochs=2, lr=1e30), data=synthetic, out_dir=tmp_path, progress=False)
-    with pytest.raises(TrainingDiverged, match=r"epoch \d+, step \d+"):
-        trainer.run()
+def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(synthetic, tmp_path):
+    trainer = Trainer(tiny(epochs=3), data=synthetic, out_dir=tmp_path, progress=False)
+    trainer.train_epoch()
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e30  # the weights blow up at the next step
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, step \d+; the last good checkpoint is kept"):
+        trainer.train_epoch()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+    resumed = Trainer(tiny(epochs=3), data=synthetic, out_dir=tmp_path, resume=True, progress=False)
+    assert len(resumed.history) == 1 and resumed.sampler.epoch == 1
 
 
 @pytest.mark.parametrize("field,value,match", [
