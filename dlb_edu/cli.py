@@ -36,6 +36,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-carry-over", action="store_true", help="start every epoch without a repeated half")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--fast", default="auto", help="auto (default: bf16, channels_last, fused SGD on CUDA) or off")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     p.add_argument("--train-subset", type=int, help="use only the first N training images")
     p.add_argument("--test-subset", type=int, help="use only the first N test images")
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every K steps")
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.preset not in PRESETS:
         raise ConfigError(f"unknown preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
-    overrides = {"dataset": args.dataset, "seed": args.seed, "device": args.device,
+    overrides = {"dataset": args.dataset, "seed": args.seed, "device": args.device, "fast": args.fast,
+                 "compile": args.compile,
                  "carry_over": not args.no_carry_over, "download": args.download, "data_root": args.data_root,
                  "method": getattr(args, "method", "dlb")}
     for name in ("arch", "epochs", "batch_size", "lr", "temperature", "alpha", "forward", "train_subset",
