@@ -443,13 +443,16 @@ class Trainer:
             diff = _config_diff(saved, self.config.to_dict())
             if diff:
                 raise ConfigError(f"{out} holds a different run ({diff}): choose another --out or pass --force")
-            if not resume:
+            if not resume and self.checkpoint_path.exists():
                 raise ConfigError(f"{out} already holds this run: pass --resume to continue it or --force to "
                                   f"start over")
+        # A folder with this run's config.json but no checkpoint was stopped before its first checkpoint: there is
+        # nothing to lose, so it simply starts again, with or without --resume.
         if resume and not force:
-            if not self.checkpoint_path.exists():
+            if self.checkpoint_path.exists():
+                self.load_checkpoint(self.checkpoint_path)
+            elif not config_file.exists():
                 raise ConfigError(f"nothing to resume: {self.checkpoint_path} does not exist")
-            self.load_checkpoint(self.checkpoint_path)
         _barrier(self.world_size)  # every rank has read the folder before rank 0 writes to it
         if self.rank == 0:
             out.mkdir(parents=True, exist_ok=True)

@@ -164,3 +164,11 @@ def test_paper_preset_is_the_papers_recipe():
     assert (cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay,
             cfg.temperature, cfg.alpha) == ("resnet32", 240, 64, 0.05, 0.9, True, 5e-4, 3.0, 1.0)
     assert [round(f * cfg.epochs) for f in cfg.milestones] == [150, 180, 210]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(synthetic, tmp_path):
+    Trainer(tiny(), data=synthetic, out_dir=tmp_path, progress=False)  # writes config.json, then "dies"
+    assert (tmp_path / "config.json").exists() and not (tmp_path / "checkpoint.pt").exists()
+    for resume in (False, True):
+        trainer = Trainer(tiny(), data=synthetic, out_dir=tmp_path, resume=resume, progress=False)
+        assert trainer.sampler.epoch == 0 and trainer.history == []
