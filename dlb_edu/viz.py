@@ -1,4 +1,4 @@
-"""Plots of runs: training curves side by side, and a reliability diagram.
+"""Plots for the CLI and the notebooks: training curves, calibration, the index stream, memory, the loss, sweeps.
 
 Every function draws on matplotlib axes (made for you, or passed in) and returns the figure, so notebooks, widgets
 and the CLI share one drawing of each thing.
@@ -6,12 +6,18 @@ and the CLI share one drawing of each thing.
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg", "widget", "ipympl"):
     matplotlib.use("Agg")  # a headless default for the CLI; notebooks keep their inline backend
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from . import metrics  # noqa: E402
+from .data import random_crop_flip  # noqa: E402
+from .errors import ConfigError  # noqa: E402
 
 METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452"}
 
@@ -32,6 +38,7 @@ def plot_curves(histories: dict[str, list[dict]], title: str = "", panels=CURVE_
         fig = plt.figure(figsize=(4 * len(panels), 3.4))
     fig.clear()
     axes = fig.subplots(1, len(panels))
+    all_epochs = [r["epoch"] for rows in histories.values() for r in rows] or [1]
     for ax, (key, label) in zip(axes, panels):
         for name, rows in histories.items():
             epochs = [r["epoch"] for r in rows]
@@ -43,6 +50,10 @@ def plot_curves(histories: dict[str, list[dict]], title: str = "", panels=CURVE_
                 ax.fill_between(epochs, [v - s for v, s in zip(values, std)], [v + s for v, s in zip(values, std)],
                                 alpha=0.2, color=color)
         ax.set_title(label, fontsize=10)
+        if all(np.isnan(r[key]) for rows in histories.values() for r in rows):
+            ax.text(0.5, 0.5, "measured from epoch 2 on", transform=ax.transAxes, ha="center", va="center", color="0.5")
+        ax.set_xlim(min(all_epochs) - 0.25, max(all_epochs) + 0.25)  # the same epochs in every panel
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.legend(fontsize=8)
@@ -68,3 +79,271 @@ def plot_reliability(probs, labels, n_bins: int = 15, ax=None, label: str = "mod
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     return ax.figure
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images and the index stream (notebooks 00 and 01)
+# ---------------------------------------------------------------------------------------------------------------
+
+STREAM_COLORS = ("#f0f0f0", "#DD8452", "#4C72B0", "#8172B3")  # not in the batch, fresh, repeated, both
+STREAM_LABELS = ("not in the batch", "fresh", "repeated from the previous step",
+                 "repeated and fresh again (carry-over)")
+
+
+def _hwc(image):
+    """A uint8 (3, H, W) tensor as an (H, W, 3) array for imshow."""
+    return image.permute(1, 2, 0).cpu().numpy()
+
+
+def plot_image_grid(images, labels=None, classes=None, ncols: int = 8, title: str = "", fig=None):
+    """uint8 images ``(n, 3, H, W)`` in a grid, each titled with its class name."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    if fig is None:
+        fig = plt.figure(figsize=(1.25 * ncols, 1.4 * nrows + 0.5))
+    fig.clear()
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < n:
+            ax.imshow(_hwc(images[k]))
+            if labels is not None:
+                label = int(labels[k])
+                ax.set_title(classes[label] if classes else str(label), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def stream_matrix(batches, num_samples: int):
+    """``(num_samples, steps)`` codes: 0 not in the batch, 1 fresh, 2 repeated, 3 both at that step.
+
+    Both happens with carry-over: the first batch of an epoch repeats the last fresh half of the previous epoch,
+    and the new epoch's first chunk may draw some of those samples fresh again.
+    """
+    m = np.zeros((num_samples, len(batches)), dtype=int)
+    for t, batch in enumerate(batches):
+        m[batch.fresh, t] += 1
+        m[batch.repeated, t] += 2
+    return m
+
+
+def first_fresh_order(batches, num_samples: int) -> list[int]:
+    """Sample indices sorted by the step at which each is first fresh (never-fresh ones last)."""
+    first = {}
+    for t, batch in enumerate(batches):
+        for pos, i in enumerate(batch.fresh):
+            first.setdefault(i, (t, pos))
+    return sorted(range(num_samples), key=lambda i: first.get(i, (len(batches), i)))
+
+
+def plot_index_streams(streams: dict, num_samples: int, steps_per_epoch: int, title: str = "", fig=None):
+    """One heat-map per sampler: which sample (row) is in the batch at which step (column), fresh or repeated.
+
+    ``streams`` maps a name to a list of batches (``DLBBatch``). Rows follow the order in which the first stream
+    draws the samples fresh, so epoch 1 reads as a staircase; dashed lines mark epoch boundaries.
+    """
+    import seaborn as sns  # imported here: it takes a second and only two plots need it
+
+    if fig is None:
+        fig = plt.figure(figsize=(5.5 * len(streams), 0.16 * num_samples + 2.2))
+    fig.clear()
+    axes = fig.subplots(1, len(streams), squeeze=False)[0]
+    order = first_fresh_order(next(iter(streams.values())), num_samples)
+    show_ticks = num_samples <= 40
+    for ax, (name, batches) in zip(axes, streams.items()):
+        m = stream_matrix(batches, num_samples)[order]
+        sns.heatmap(m, ax=ax, cmap=ListedColormap(STREAM_COLORS), vmin=-0.5, vmax=3.5, cbar=False,
+                    linewidths=0.4, linecolor="white", yticklabels=order if show_ticks else False,
+                    xticklabels=[str(t + 1) for t in range(len(batches))])
+        for boundary in range(steps_per_epoch, len(batches), steps_per_epoch):
+            ax.axvline(boundary, color="black", ls="--", lw=1.2)
+        ax.tick_params(axis="both", labelsize=7, rotation=0)
+        ax.set_title(name)
+        ax.set_xlabel("step (dashed: epoch boundary)")
+        ax.set_ylabel("sample index (in order of first draw)")
+    shown = 4 if any((stream_matrix(b, num_samples) == 3).any() for b in streams.values()) else 3
+    handles = [Patch(facecolor=c, edgecolor="0.6", label=lab)
+               for c, lab in zip(STREAM_COLORS[:shown], STREAM_LABELS[:shown])]
+    fig.legend(handles=handles, loc="lower center", ncol=shown, fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_consecutive_batches(data, prev, nxt, generator=None, title: str = "", fig=None):
+    """Two consecutive DLB batches as a staircase of real (augmented) images.
+
+    ``nxt`` starts below ``prev``'s fresh half, so each shared sample sits in one column: above as fresh at step t,
+    below as repeated at step t+1, with a new crop and flip. Frame colours follow :func:`plot_index_streams`.
+    """
+    if list(nxt.repeated) != list(prev.fresh):
+        raise ConfigError("the second batch's repeated half must be the first batch's fresh half")
+    offset = prev.num_repeated
+    ncols = offset + len(nxt)
+    if fig is None:
+        fig = plt.figure(figsize=(1.05 * ncols, 3.3))
+    fig.clear()
+    axes = fig.subplots(2, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for row, (batch, start, name) in enumerate(((prev, 0, "step t"), (nxt, offset, "step t+1"))):
+        images = random_crop_flip(data.x_train[list(batch)], generator=generator)
+        for k, i in enumerate(batch):
+            ax = axes[row, start + k]
+            ax.set_axis_on()
+            ax.imshow(_hwc(images[k]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = STREAM_COLORS[2] if k < batch.num_repeated else STREAM_COLORS[1]
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3)
+            ax.set_title(f"#{i} {data.classes[int(data.y_train[i])]}", fontsize=7)
+            if k == 0:
+                ax.set_ylabel(name, fontsize=10)
+    handles = [Patch(facecolor="white", edgecolor=c, linewidth=3, label=lab)
+               for c, lab in zip(STREAM_COLORS[1:3], STREAM_LABELS[1:3])]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.suptitle(title or "two consecutive DLB batches: each column is one sample")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory (notebook 02)
+# ---------------------------------------------------------------------------------------------------------------
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def plot_memory(sizes: dict[str, int], dlb: tuple[str, ...] = (), title: str = "what each method keeps in memory",
+                ax=None):
+    """Horizontal bars of bytes on a log scale; the names in ``dlb`` are drawn in DLB's colour."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.55 * len(sizes) + 1.4))
+    names = list(sizes)
+    colors = [METHOD_COLORS["dlb"] if n in dlb else "0.6" for n in names]
+    ax.barh(names, [sizes[n] for n in names], color=colors)
+    for y, n in enumerate(names):
+        ax.text(sizes[n] * 1.15, y, format_bytes(sizes[n]), va="center", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlim(min(sizes.values()) / 5, max(sizes.values()) * 20)
+    ax.invert_yaxis()
+    ax.set_xlabel("bytes (log scale)")
+    ax.set_ylabel("what is stored")
+    ax.set_title(title)
+    ax.legend(handles=[Patch(color=METHOD_COLORS["dlb"], label="DLB"), Patch(color="0.6", label="alternatives")],
+              fontsize=8, loc="upper right")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The consistency loss (notebook 03)
+# ---------------------------------------------------------------------------------------------------------------
+
+def plot_consistency(terms: dict, curve: dict, classes=None, fig=None):
+    """Three panels for one (T, alpha): teacher and student distributions at T (first sample), each loss term, and
+    the gradient norm on the student logits against T, with and without the T^2 factor.
+
+    ``terms`` comes from :func:`dlb_edu.widgets.consistency_terms`, ``curve`` from
+    :func:`dlb_edu.widgets.gradient_scale`.
+    """
+    T, alpha = terms["temperature"], terms["alpha"]
+    if fig is None:
+        fig = plt.figure(figsize=(14, 3.8))
+    fig.clear()
+    ax_p, ax_l, ax_g = fig.subplots(1, 3, gridspec_kw={"width_ratios": (1.5, 1, 1.2)})
+
+    p_t, p_s = terms["p_teacher"][0].numpy(), terms["p_student"][0].numpy()
+    x = np.arange(len(p_t))
+    ax_p.bar(x - 0.2, p_t, 0.4, label="teacher (cached logits)", color="0.45")
+    ax_p.bar(x + 0.2, p_s, 0.4, label="student (this step)", color=METHOD_COLORS["dlb"])
+    ax_p.set_xticks(x, classes if classes else [str(i) for i in x], rotation=45, ha="right", fontsize=8)
+    ax_p.set_ylim(0, 1)
+    ax_p.set_ylabel("probability")
+    ax_p.set_xlabel("class")
+    ax_p.set_title(f"softmax at T = {T:g} (first sample)")
+    ax_p.legend(fontsize=8)
+
+    names = ("CE", "KL", "T²·KL", "α·T²·KL", "total")
+    values = [terms["ce"], terms["kl"], terms["consistency"], terms["weighted"], terms["total"]]
+    colors = [METHOD_COLORS["baseline"]] + ["0.6", "0.6", METHOD_COLORS["dlb"]] + ["black"]
+    ax_l.bar(names, values, color=colors)
+    for k, v in enumerate(values):
+        ax_l.text(k, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+    ax_l.set_ylim(0, max(values) * 1.2 + 1e-9)
+    ax_l.set_ylabel("loss (batch mean)")
+    ax_l.set_xlabel("term")
+    ax_l.set_title(f"loss terms, α = {alpha:g}")
+    ax_l.tick_params(axis="x", labelsize=8)
+    ax_l.legend(handles=[Patch(color=METHOD_COLORS["baseline"], label="hard labels"),
+                         Patch(color="0.6", label="parts of the DLB term"),
+                         Patch(color=METHOD_COLORS["dlb"], label="added by DLB")], fontsize=8, loc="upper left")
+
+    plot_gradient_scale(curve, alpha=alpha, temperature=T, grad_ce=terms["grad_ce"], ax=ax_g)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradient_scale(curve: dict, alpha: float = 1.0, temperature: float | None = None,
+                        grad_ce: float | None = None, ax=None):
+    """Gradient norm of the consistency term on the student logits against T, with the T^2 factor and without.
+
+    ``curve`` comes from :func:`dlb_edu.widgets.gradient_scale`; ``temperature`` marks the current T and
+    ``grad_ce`` draws the cross-entropy's gradient norm for scale.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    temps = curve["temperatures"]
+    with_t2 = alpha * np.asarray(curve["with_t2"])
+    ax.plot(temps, with_t2, color=METHOD_COLORS["dlb"], label="α·T²·KL (DLB)")
+    ax.plot(temps, alpha * np.asarray(curve["without_t2"]), color="0.5", ls="--", label="α·KL (no T²)")
+    if grad_ce is not None:
+        ax.axhline(grad_ce, color=METHOD_COLORS["baseline"], lw=1, ls=":", label="CE")
+    if temperature is not None:
+        ax.axvline(temperature, color="black", lw=1)
+        ax.plot([temperature], [np.interp(temperature, temps, with_t2)], "o", color=METHOD_COLORS["dlb"])
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("‖∂ term / ∂ student logits‖")
+    ax.set_title("gradient on the student logits")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The (T, alpha) sweep (notebook 04)
+# ---------------------------------------------------------------------------------------------------------------
+
+def plot_sweep(accuracy, flip_rate, temperatures, alphas, baseline: dict | None = None, title: str = "", fig=None):
+    """Two heat-maps over the (T, alpha) grid: final test accuracy and mean probe flip rate (lower is steadier).
+
+    ``accuracy`` and ``flip_rate`` are arrays of shape ``(len(temperatures), len(alphas))``; ``baseline`` (optional)
+    holds the baseline's ``test_acc`` and ``flip_rate`` for the titles.
+    """
+    import seaborn as sns  # see plot_index_streams
+
+    if fig is None:
+        fig = plt.figure(figsize=(10, 3.8))
+    fig.clear()
+    axes = fig.subplots(1, 2)
+    panels = ((accuracy, "final test accuracy", "acc", "viridis"),
+              (flip_rate, "probe flip rate (lower is steadier)", "flip_rate", "rocket_r"))
+    for ax, (values, label, key, cmap) in zip(axes, panels):
+        sns.heatmap(values, ax=ax, annot=True, fmt=".3f", cmap=cmap, cbar_kws={"label": label},
+                    xticklabels=[f"{a:g}" for a in alphas], yticklabels=[f"{t:g}" for t in temperatures])
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("T")
+        ax.set_title(f"DLB {label}" + (f"\nbaseline: {baseline[key]:.3f}" if baseline else ""), fontsize=10)
+        ax.tick_params(axis="y", rotation=0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

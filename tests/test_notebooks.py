@@ -1,0 +1,94 @@
+"""Every notebook runs top to bottom headless in fast mode (DLB_EDU_FAST=1), and every exercise's solution passes
+its check cell.
+
+Each notebook runs in its own ``python3`` kernel with ``notebooks/`` as the working folder. After the last cell, the
+code of each ``solution`` cell (a collapsed markdown block) runs in the same kernel and every ``check`` cell runs
+again: it must print "Correct". Notebook 05 writes into a temporary folder (``DLB_EDU_OUT``), never into the repo,
+and a second run there must resume every run instead of training it again.
+"""
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CELL_TIMEOUT_S = 300
+SOLUTION = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def run_notebook(path: Path, **env) -> nbformat.NotebookNode:
+    """Execute ``path`` in fast mode, then its exercise solutions and checks; return the executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    kernel_env = {**os.environ, "DLB_EDU_FAST": "1", **env}
+    kernel_env.pop("MPLBACKEND", None)  # the kernel picks its inline backend, as for a reader
+    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    solutions = [SOLUTION.search(c.source).group(1) for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    checks = [c.source for c in nb.cells if "check" in c.metadata.get("tags", [])]
+    assert len(solutions) == len(checks) >= 1, f"{path.name}: each exercise needs a solution and a check cell"
+    seconds = []
+    with client.setup_kernel(env=kernel_env):
+        for index, cell in enumerate(nb.cells):
+            start = time.perf_counter()
+            client.execute_cell(cell, index)  # raises CellExecutionError on any error
+            seconds.append(time.perf_counter() - start)
+        extra = [nbformat.v4.new_code_cell(source) for source in solutions + checks]
+        nb.cells.extend(extra)
+        for k, cell in enumerate(extra):
+            client.execute_cell(cell, len(nb.cells) - len(extra) + k)
+    for cell in extra[len(solutions):]:
+        printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+        assert "Correct" in printed, f"{path.name}: the solution does not pass its check: {printed!r}"
+    slowest = max(range(len(seconds)), key=seconds.__getitem__)
+    print(f"{path.name}: cells {sum(seconds):.1f} s, the slowest is cell {slowest} ({seconds[slowest]:.1f} s)")
+    return nb
+
+
+def printed(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+
+
+def test_there_are_six_notebooks_in_reading_order():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["00_", "01_", "02_", "03_", "04_", "05_"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert nb.cells[0].cell_type == "markdown" and "learn" in nb.cells[0].source  # opens with what you will learn
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("05_")], ids=lambda p: p.stem)
+def test_notebook_runs_headless_in_fast_mode(path):
+    start = time.perf_counter()
+    run_notebook(path)
+    print(f"{path.name}: {time.perf_counter() - start:.1f} s in all")
+
+
+def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
+    path = NOTEBOOK_DIR / "05_full_cifar_experiment.ipynb"
+    assert any("parameters" in c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells)
+    before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
+    start = time.perf_counter()
+    first = run_notebook(path, DLB_EDU_OUT=str(tmp_path))
+    print(f"{path.name}: {time.perf_counter() - start:.1f} s in all")
+    for name in ("results.csv", "histories.csv", "curves.png"):
+        assert (tmp_path / name).is_file()
+    assert len(list(tmp_path.glob("*/seed_*/checkpoint.pt"))) == 4  # 2 methods x 2 seeds in fast mode
+    assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before
+    assert printed(first).count("started") == 4
+
+    second = run_notebook(path, DLB_EDU_OUT=str(tmp_path))
+    assert printed(second).count("resumed at epoch 2") == 4
+    results = [line for line in printed(first).splitlines() if "over 2 seeds" in line]
+    assert results and results == [line for line in printed(second).splitlines() if "over 2 seeds" in line]

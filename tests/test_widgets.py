@@ -1,0 +1,190 @@
+"""The notebooks' apps without a browser: move a control, check what is computed and what is drawn."""
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from dlb_edu import viz, widgets  # noqa: E402
+from dlb_edu.data import load_dataset  # noqa: E402
+from dlb_edu.errors import ConfigError, DataError  # noqa: E402
+from dlb_edu.losses import consistency_loss, dlb_loss  # noqa: E402
+from dlb_edu.sampling import DLBBatchSampler  # noqa: E402
+
+
+def titled_axes(fig):
+    """The axes that carry a title (image grids and heat-maps add none of their own)."""
+    return [ax for ax in fig.axes if ax.get_title()]
+
+
+@pytest.fixture
+def logits():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g), torch.tensor([3, 1, 4, 1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_take_batches_runs_across_epoch_boundaries():
+    batches = widgets.take_batches(DLBBatchSampler(10, 4, seed=0), steps=7)  # 3 steps per epoch
+    assert len(batches) == 7
+    assert batches[3].repeated == batches[2].fresh  # carry-over into epoch 2
+    assert sorted(i for b in batches[3:6] for i in b.fresh) == list(range(10))
+
+
+def test_stream_matrix_marks_fresh_and_repeated_cells():
+    streams = widgets.index_streams(12, 3, steps=8)
+    for batches in streams.values():
+        m = viz.stream_matrix(batches, 12)
+        assert m.shape == (12, 8)
+        fresh, repeated = (m == 1) | (m == 3), (m == 2) | (m == 3)
+        assert fresh.sum(0).tolist() == [len(b.fresh) for b in batches]
+        assert repeated.sum(0).tolist() == [b.num_repeated for b in batches]
+    assert (viz.stream_matrix(streams["plain shuffled sampler"], 12) <= 1).all()
+    # With carry-over, step 5 repeats the last fresh half of epoch 1 and draws one of those samples fresh again.
+    assert (viz.stream_matrix(streams["DLBBatchSampler"], 12)[:, 4] == 3).sum() == 2
+
+
+def test_sampling_app_recomputes_and_redraws_when_batch_size_changes():
+    app = widgets.SamplingApp(num_samples=24, batch_size=4, steps=18)
+    app.batch_size.value = 6
+    dlb = app.streams["DLBBatchSampler"]
+    assert len(dlb) == 18 and all(len(b.fresh) == 6 for b in dlb)
+    assert all(b.repeated == a.fresh for a, b in zip(dlb, dlb[1:]))
+    assert [ax.get_title() for ax in app.fig.axes] == ["plain shuffled sampler", "DLBBatchSampler"]
+    assert "batch size 6: 4 steps per epoch" in app.fig.get_suptitle()
+    # 18 steps of 4 per epoch: dashed boundaries after steps 4, 8, 12 and 16 in each panel.
+    assert all(len([ln for ln in ax.lines if ln.get_linestyle() == "--"]) == 4 for ax in app.fig.axes)
+    assert app.fig.legends
+
+
+def test_sampling_app_carry_over_switch_reaches_the_sampler():
+    app = widgets.SamplingApp(num_samples=24, batch_size=4, steps=8)
+    app.carry_over.value = False
+    assert app.streams["DLBBatchSampler"][6].num_repeated == 0
+
+
+def test_consecutive_batches_stack_shared_samples_in_one_column():
+    data = load_dataset("synthetic")
+    batches = widgets.take_batches(DLBBatchSampler(len(data.x_train), 3, seed=0), steps=3)
+    fig = viz.plot_consecutive_batches(data, batches[1], batches[2], generator=torch.Generator().manual_seed(0))
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == len(batches[1]) + len(batches[2])
+    # Row 2 starts under row 1's fresh half: 3 repeated + 3 fresh above, 3 + 3 below shifted by 3 columns.
+    assert [ax.get_title() for ax in images[3:6]] == [ax.get_title() for ax in images[6:9]]
+    with pytest.raises(ConfigError):
+        viz.plot_consecutive_batches(data, batches[0], batches[2])
+
+
+def test_image_grid_titles_each_image_with_its_class():
+    data = load_dataset("synthetic")
+    fig = viz.plot_image_grid(data.x_train[:10], data.y_train[:10], data.classes, ncols=4, title="grid")
+    assert [ax.get_title() for ax in fig.axes if ax.images] == [data.classes[int(y)] for y in data.y_train[:10]]
+    assert len(fig.axes) == 12  # 3 rows of 4, two left empty
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The consistency loss
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_consistency_terms_match_the_package_loss_and_its_gradient(logits):
+    student, teacher, targets = logits
+    T, alpha = 4.0, 0.5
+    terms = widgets.consistency_terms(student, teacher, targets, T, alpha)
+    total, ce, kd = dlb_loss(student, targets, teacher, T, alpha)
+    assert terms["consistency"] == pytest.approx(consistency_loss(student, teacher, T).item())
+    assert terms["kl"] == pytest.approx(terms["consistency"] / T ** 2)
+    assert terms["weighted"] == pytest.approx(alpha * kd.item())
+    assert (terms["ce"], terms["total"]) == (pytest.approx(ce.item()), pytest.approx(total.item()))
+    closed_form = alpha * T * (torch.softmax(student / T, 1) - torch.softmax(teacher / T, 1)) / len(student)
+    assert terms["grad_consistency"] == pytest.approx(closed_form.norm().item(), rel=1e-5)
+    torch.testing.assert_close(terms["p_teacher"].sum(1), torch.ones(4))
+
+
+def test_gradient_scale_t2_keeps_the_gradient_while_plain_kl_fades(logits):
+    student, teacher, _ = logits
+    curve = widgets.gradient_scale(student, teacher, [8.0, 16.0])
+    assert curve["with_t2"][1] / curve["with_t2"][0] == pytest.approx(1.0, abs=0.05)
+    assert curve["without_t2"][0] / curve["without_t2"][1] == pytest.approx(4.0, rel=0.05)
+
+
+def test_consistency_app_sliders_recompute_redraw_and_print(logits, capsys):
+    student, teacher, targets = logits
+    app = widgets.ConsistencyApp(student, teacher, targets)
+    assert [s.description for s in (app.temperature, app.alpha)] == ["T", "alpha"]
+    app.temperature.value = 5.0
+    app.alpha.value = 2.0
+    expected = dlb_loss(student, targets, teacher, 5.0, 2.0)[0].item()
+    assert app.terms["total"] == pytest.approx(expected)
+    titles = [ax.get_title() for ax in app.fig.axes]
+    assert titles == ["softmax at T = 5 (first sample)", "loss terms, α = 2", "gradient on the student logits"]
+    bars = [p.get_height() for p in app.fig.axes[1].patches]
+    assert bars[-1] == pytest.approx(expected)
+    assert all(ax.get_legend() is not None and ax.get_xlabel() and ax.get_ylabel() for ax in app.fig.axes)
+    assert "T = 5, alpha = 2" in capsys.readouterr().out  # outside a kernel the Output widget prints to stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training side by side
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_stability_app_config_follows_the_controls():
+    app = widgets.StabilityApp(fast=True)
+    app.temperature.value, app.alpha.value, app.forward.value, app.num_epochs.value = 2.0, 0.5, "split", 3
+    cfg = app.config()
+    assert (cfg.temperature, cfg.alpha, cfg.forward, cfg.epochs) == (2.0, 0.5, "split", 3)
+    assert cfg.train_subset == widgets.FAST_SUBSET["train_subset"]
+    assert app.run_button.description == "Run"
+
+
+def test_stability_app_run_trains_both_methods_and_redraws_every_epoch(monkeypatch):
+    drawn = []
+    plot_curves = viz.plot_curves
+    monkeypatch.setattr(viz, "plot_curves", lambda h, **kw: drawn.append({m: len(r) for m, r in h.items()})
+                        or plot_curves(h, **kw))
+    app = widgets.StabilityApp(fast=True)
+    app.dataset.value, app.num_epochs.value = "synthetic", 2
+    app.run_button.click()
+    assert [len(h) for h in app.histories.values()] == [2, 2]
+    assert drawn == [{"baseline": 1, "dlb": 1}, {"baseline": 2, "dlb": 2}]  # both curves grow together
+    assert app.progress.value == app.progress.max == 2
+    assert "epoch 2/2" in app.status.value
+    assert len(app.fig.axes) == 4 and all(len(ax.lines) == 2 for ax in app.fig.axes)
+    assert not app.run_button.disabled
+
+
+def test_stability_app_shows_a_bad_input_in_its_status_line(monkeypatch):
+    app = widgets.StabilityApp(fast=True)
+    monkeypatch.setattr(widgets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(DataError("no such data")))
+    app.run_button.click()
+    assert "no such data" in app.status.value and not app.run_button.disabled
+
+
+def test_sweep_plot_draws_two_annotated_heat_maps():
+    acc, flips = np.array([[0.5, 0.6], [0.55, 0.65], [0.4, 0.7]]), np.full((3, 2), 0.1)
+    fig = viz.plot_sweep(acc, flips, [1, 3, 6], [0.5, 1], baseline={"acc": 0.5, "flip_rate": 0.2})
+    heat = [ax for ax in fig.axes if ax.get_xlabel() == "alpha"]
+    assert len(heat) == 2 and all(ax.get_ylabel() == "T" for ax in heat)
+    assert len(heat[0].texts) == 6 and heat[0].texts[0].get_text() == "0.500"
+    assert "baseline: 0.500" in heat[0].get_title()
+
+
+def test_memory_plot_puts_each_size_on_a_labelled_log_axis():
+    fig = viz.plot_memory({"DLB cache": 3072, "teacher": 6_900_000}, dlb=("DLB cache",))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.texts] == ["3.1 KB", "6.9 MB"]
+    assert ax.get_legend() is not None
+
+
+def test_training_core_does_not_import_ipywidgets_or_ipython():
+    code = ("import sys, dlb_edu, dlb_edu.sampling, dlb_edu.cache, dlb_edu.losses, dlb_edu.data, dlb_edu.models, "
+            "dlb_edu.train, dlb_edu.metrics, dlb_edu.viz; "
+            "print(sorted(m for m in ('ipywidgets', 'IPython') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
