@@ -5,7 +5,8 @@ A DLB step (Shen et al., CVPR 2022, Algorithm 1): take the batch from :class:`~d
 ``split``: the two halves in two calls, as the original code, so BatchNorm normalizes each half with its own
 statistics), compute :func:`~dlb_edu.losses.dlb_loss` against the cached logits of the repeated half, step, and
 cache the detached logits of the fresh half. The baseline is the same loop with plain batches and plain
-cross-entropy.
+cross-entropy; the methods DLB is compared with (label smoothing, Tf-KD, CS-KD, PS-KD) are the same loop with their
+own loss object and batch sampler from :mod:`~dlb_edu.methods`.
 
 Everything random in a step (crop offsets, flips) comes from a generator seeded by ``(seed, epoch, step)``, and the
 checkpoint holds the model, optimizer, scheduler, sampler position, cache, running sums and history, so a run that
@@ -27,14 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from .augment import Augmenter, check_augment
 from .cache import SoftTargetCache
 from .data import ImageData, load_dataset, normalize, random_crop_flip
 from .errors import ConfigError, TrainingDiverged
-from .losses import check_alpha, check_temperature, dlb_loss
+from .losses import check_alpha, check_temperature
+from .methods import METHODS, build_method, check_method_options
 from .models import ARCHS, build_model, count_parameters
-from .sampling import DLBBatchSampler, PlainBatchSampler
+from .noise import check_label_noise, realized_rate, with_label_noise
 
-METHODS = ("baseline", "dlb")
 FORWARD_MODES = ("joint", "split")
 
 # The paper's recipe (Sec. 4.1) and a short one for CPUs. The learning rate drops x0.1 at the same *fractions* of
@@ -78,6 +80,20 @@ class TrainConfig:
     checkpoint_every: int = 0         # also checkpoint every K steps (0: only at epoch ends)
     data_root: str | None = None
     download: bool = False
+    # Beyond DLB: the other methods' settings (methods.py, defaults from their papers), label noise, augmentation.
+    ls_epsilon: float = 0.1           # label_smoothing: eps (Szegedy et al., 2016)
+    tfkd_alpha: float = 0.1           # tf_kd: weight of the KL to the virtual teacher (Yuan et al., 2020)
+    tfkd_temperature: float = 20.0    # tf_kd: T softening the virtual teacher
+    tfkd_correct_prob: float = 0.99   # tf_kd: the virtual teacher's probability of the true class
+    cskd_temperature: float = 4.0     # cs_kd: T (Yun et al., 2020)
+    cskd_lambda: float = 1.0          # cs_kd: weight of the class-wise consistency term
+    pskd_alpha_T: float = 0.8         # ps_kd: alpha at the last epoch (Kim et al., 2021)
+    label_noise: float = 0.0          # fraction of training labels to corrupt (noise.py)
+    label_noise_type: str = "symmetric"  # or "asymmetric": CIFAR-10's class flips
+    augment: str = "none"             # on top of crop + flip: none, cutout, mixup, cutmix (augment.py)
+    cutout_size: int = 16             # Cutout's square side in pixels (DeVries & Taylor: 16 on CIFAR-10)
+    mix_alpha: float = 1.0            # lam ~ Beta(mix_alpha, mix_alpha) for mixup and CutMix
+    cutmix_prob: float = 0.5          # probability that CutMix mixes a batch (part)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
@@ -112,6 +128,9 @@ class TrainConfig:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         resolve_device(self.device)
+        check_method_options(self)
+        check_label_noise(self.label_noise, self.label_noise_type)
+        check_augment(self.augment, self.cutout_size, self.mix_alpha, self.cutmix_prob)
         return self
 
     def to_dict(self) -> dict:
@@ -185,6 +204,9 @@ class Trainer:
 
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
         data = data.subset(config.train_subset, config.test_subset)
+        clean_y_train = data.y_train
+        data = with_label_noise(data, config.label_noise, config.label_noise_type, config.seed)  # test labels stay
+        self.label_noise_realized = realized_rate(clean_y_train, data.y_train)
         n_train = len(data.x_train)
         if config.batch_size > n_train:
             raise ConfigError(f"batch_size must be at most the training set size {n_train}, got {config.batch_size}")
@@ -200,10 +222,12 @@ class Trainer:
                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
         milestones = sorted({max(1, round(f * config.epochs)) for f in config.milestones})
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
-        sampler_cls = DLBBatchSampler if config.method == "dlb" else PlainBatchSampler
+        self.cache = SoftTargetCache()
+        self.method = build_method(config, self.y_train, data.num_classes, cache=self.cache)
+        sampler_cls = self.method.batch_sampler  # plain batches, DLB's overlapping ones, or CS-KD's class pairs
         self.sampler = sampler_cls(n_train, config.batch_size, shuffle=True, seed=config.seed,
                                    carry_over=config.carry_over)
-        self.cache = SoftTargetCache()
+        self.augment = Augmenter(config.augment, config.cutout_size, config.mix_alpha, config.cutmix_prob)
         g = torch.Generator().manual_seed(config.seed)
         self.probe_idx = torch.randperm(n_train, generator=g)[: min(config.probe_size, n_train)].to(self.device)
         self.prev_probe_probs: torch.Tensor | None = None
@@ -264,22 +288,17 @@ class Trainer:
         idx = torch.as_tensor(batch, device=self.device)
         gen = torch.Generator(self.device).manual_seed(step_seed(cfg.seed, epoch, step))
         x = normalize(random_crop_flip(self.x_train[idx], generator=gen), self.mean, self.std)
+        x, mix = self.augment(x, batch, gen)  # cutout, mixup or CutMix, each part of the batch on its own
         y = self.y_train[idx]
         if cfg.forward == "split" and r > 0:
             logits = torch.cat([self.model(x[:r]), self.model(x[r:])])
         else:
             logits = self.model(x)
-        cached = self.cache.get(batch.repeated) if r > 0 else None
-        if cfg.method == "dlb":
-            loss, ce, kd = dlb_loss(logits, y, cached, cfg.temperature, cfg.alpha)
-        else:
-            ce = F.cross_entropy(logits, y)
-            loss, kd = ce, ce.new_zeros(())
+        loss, ce, kd = self.method.loss(logits, y, batch, epoch, mix)  # methods.py: DLB's or a rival's loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if cfg.method == "dlb":
-            self.cache.put(batch.fresh, logits[r:])
+        self.method.after_step(batch, logits)  # DLB caches the fresh half's logits, PS-KD stores the predictions
         # Running sums stay on the device: nothing here waits for the GPU.
         run = self.running
         loss = loss.detach()
@@ -359,7 +378,8 @@ class Trainer:
             "train_time_s": self.train_time_s,
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
             "params": count_parameters(self.model),
-            "cache_bytes": self.cache.nbytes,
+            "cache_bytes": self.method.nbytes,  # what the method keeps between steps: DLB's cache, PS-KD's table
+            "label_noise_realized": self.label_noise_realized,
             "torch": torch.__version__, "git_rev": git_revision(),
         }
 
@@ -402,6 +422,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "cache": self.cache.state_dict(),
+            "method": self.method.state_dict(),
             "running": {**self.running, "step_losses": [t.cpu() for t in self.running["step_losses"]],
                         "ce_sum": self.running["ce_sum"].cpu(), "kd_sum": self.running["kd_sum"].cpu(),
                         "correct": self.running["correct"].cpu()},
@@ -423,6 +444,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.cache.load_state_dict(state["cache"], self.device)
+        self.method.load_state_dict(state["method"], self.device)
         run = state["running"]
         self.running = {**run, "step_losses": [t.to(self.device) for t in run["step_losses"]],
                         "ce_sum": run["ce_sum"].to(self.device), "kd_sum": run["kd_sum"].to(self.device),
