@@ -1,7 +1,8 @@
 """DLB and the regularizers it is compared with, as loss objects on one training loop.
 
-The DLB paper's claims are comparative (Shen et al., CVPR 2022, Sec. 4.2-4.3: better than label smoothing, Tf-KD,
-CS-KD and PS-KD at no extra memory). Each method here is one small class with the same two calls from the trainer:
+The DLB paper's claims are comparative: Shen et al. (CVPR 2022) set DLB beside other ways of training a network on
+soft targets without a pre-trained teacher. Each method here is one small class with the same two calls from the
+trainer:
 
     loss, ce, reg = method.loss(logits, y, batch, epoch, mix)   # before backward
     method.after_step(batch, logits)                            # remember what this step teaches a later one
@@ -11,16 +12,13 @@ method folds everything into the targets). ``batch`` is the sampler's batch (``n
 fresh ones), ``mix`` the augmentation's :class:`~dlb_edu.augment.Mix` or None: with mixup or CutMix every target,
 hard or soft, is mixed the way the images were.
 
-=================  =====================================================  ==============================================
-method             targets / extra term                                   defaults (paper)
-=================  =====================================================  ==============================================
-baseline           cross-entropy on hard labels                           -
-dlb                CE + alpha T^2 KL(last step's logits || now), repeated  T = 3, alpha = 1 (Shen et al., 2022)
-label_smoothing    CE against (1 - eps) one-hot + eps / K                 eps = 0.1 (Szegedy et al., 2016)
-tf_kd              (1 - a) CE + a KL(virtual teacher || p)                a = 0.1, T = 20, correct prob 0.99 (Yuan 2020)
-cs_kd              CE + lambda T^2 KL(p_T(pair of same class) || p_T)     T = 4, lambda = 1 (Yun et al., 2020)
-ps_kd              CE against (1 - alpha_t) one-hot + alpha_t p_{t-1}     alpha_T = 0.8 (Kim et al., 2021)
-=================  =====================================================  ==============================================
+    method           loss                                                  defaults (paper)
+    baseline         CE(y)                                                 -
+    dlb              CE(y) + alpha T^2 KL(p_T(last step) || p_T), repeated T = 3, alpha = 1 (Shen et al., 2022)
+    label_smoothing  CE((1 - eps) one_hot(y) + eps / K)                    eps = 0.1 (Szegedy et al., 2016)
+    tf_kd            (1 - alpha) CE(y) + alpha KL(softmax(p^d / T) || p)   alpha 0.1, T 20, a 0.99 (Yuan et al., 2020)
+    cs_kd            CE(y) + lambda T^2 KL(p_T(same-class pair) || p_T)    T = 4, lambda = 1 (Yun et al., 2020)
+    ps_kd            CE((1 - alpha_t) one_hot(y) + alpha_t p(last epoch))  alpha_T = 0.8 (Kim et al., 2021)
 """
 from __future__ import annotations
 
@@ -112,7 +110,9 @@ class DLB(Method):
 
     ``CE(all rows) + alpha T^2 KL(softmax(cached / T) || softmax(logits[:r] / T))`` over the ``r`` repeated rows,
     whose cached logits the previous step stored; this step stores its fresh rows' logits in the same cache. See
-    :func:`~dlb_edu.losses.dlb_loss`, which this computes, with mixed targets when the batch was mixed.
+    :func:`~dlb_edu.losses.dlb_loss`, which this computes, with mixed targets when the batch was mixed. With mixup
+    or CutMix the repeated half is mixed anew, like it is cropped anew: its teacher is the logits the last step gave
+    the same samples under another crop and another mix.
     """
     name = "dlb"
     batch_sampler = DLBBatchSampler

@@ -136,8 +136,8 @@ def test_mixed_cross_entropy_is_the_lambda_weighted_cross_entropy():
     logits, y = rand_logits(5, 4, 10), rand_labels(5, 4, 11)
     mix = Mix(torch.tensor([3, 0, 4, 1, 2]), torch.tensor([0.7, 0.7, 0.2, 0.2, 1.0], dtype=torch.float64))
     rows, lam, perm = logits.tolist(), mix.lam.tolist(), mix.perm.tolist()
-    expected = mean(lam[i] * ce(rows[i], one_hot(y[i].item(), 4)) + (1 - lam[i]) * ce(rows[i], one_hot(y[perm[i]].item(), 4))
-                    for i in range(5))
+    expected = mean(lam[i] * ce(rows[i], one_hot(y[i].item(), 4))
+                    + (1 - lam[i]) * ce(rows[i], one_hot(y[perm[i]].item(), 4)) for i in range(5))
     assert cross_entropy(logits, y, mix).item() == pytest.approx(expected, rel=1e-12)
     # and DLB with a mixed batch: that cross-entropy plus the (unmixed) consistency term on the repeated rows
     cache = SoftTargetCache()
