@@ -1,6 +1,6 @@
 """Extra augmentation on top of crop + flip: Cutout, mixup and CutMix, on whole normalized batches.
 
-* Cutout (DeVries & Taylor, 2017, Sec. 3): zero a square patch of every image; its centre is uniform over the image
+* Cutout (DeVries & Taylor, 2017): zero a square patch of every image; its centre is uniform over the image
   and the part outside the border is dropped. Side 16 on CIFAR-10 (8 on CIFAR-100). Zero is applied after
   normalization, i.e. the patch takes the mean colour, as in the authors' code.
 * mixup (Zhang et al., ICLR 2018, Sec. 2): ``x = lam * x_i + (1 - lam) * x_j`` with ``j`` a random permutation of

@@ -161,7 +161,7 @@ class LabelSmoothing(Method):
 
 
 class TfKD(Method):
-    """Teacher-free KD with a hand-designed virtual teacher, Tf-KD_reg (Yuan et al., CVPR 2020, Sec. 5, Eq. 9).
+    """Teacher-free KD with a hand-designed virtual teacher, Tf-KD_reg (Yuan et al., CVPR 2020, Sec. 5).
 
     The virtual teacher puts ``a`` on the true class and ``(1 - a) / (K - 1)`` on every other; it is softened with
     the temperature, ``p^d_T = softmax(p^d / T)``, and the loss is
@@ -203,7 +203,7 @@ class TfKD(Method):
 
 
 class CSKD(Method):
-    """Class-wise self-knowledge distillation (Yun et al., CVPR 2020, Eq. 3-4; T = 4, lambda = 1).
+    """Class-wise self-knowledge distillation (Yun et al., CVPR 2020; T = 4, lambda = 1).
 
     Each batch (:class:`~dlb_edu.pairs.ClassPairBatchSampler`) is ``r`` pair rows then ``r`` anchor rows, pair ``i``
     drawn from anchor ``i``'s class. The loss is
@@ -231,13 +231,15 @@ class CSKD(Method):
 
 
 class PSKD(Method):
-    """Progressive self-knowledge distillation (Kim et al., ICCV 2021, Eq. 5-6; alpha_T = 0.8).
+    """Progressive self-knowledge distillation (Kim et al., ICCV 2021; alpha_T = 0.8).
 
     At epoch ``t`` (1-based, of ``T``) the target of sample ``i`` is ``(1 - alpha_t) one_hot(y_i) + alpha_t P_i``,
     with ``alpha_t = alpha_T t / T`` and ``P_i`` the softmax the model gave sample ``i`` when it last trained on it,
     one epoch ago (in the first epoch, ``P_i`` is the one-hot label). As in the authors' code the predictions are
     those of the training forward pass (train mode, augmented inputs), kept in a table of ``N x K`` floats that
-    is part of the checkpoint. With mixup or CutMix the stored prediction is the one on the mixed image.
+    is part of the checkpoint. With mixup or CutMix the stored prediction is the one on the mixed image. With several
+    ranks (DDP) each rank sees another share of every epoch, so the table would need the ranks' predictions
+    gathered after each step, as the authors' code does; this class keeps one process's table.
     """
     name = "ps_kd"
 

@@ -6,7 +6,7 @@ memorizing them. To test that, corrupt a known fraction of the *training* labels
 * ``symmetric``: exactly ``round(rate * N)`` training labels, chosen uniformly at random, are replaced by a
   *different* class drawn uniformly from the other ``K - 1`` classes. The new label never equals the old one, so the
   realized fraction of wrong labels is ``round(rate * N) / N``, within ``0.5 / N`` of ``rate``.
-* ``asymmetric`` (Patrini et al., CVPR 2017, Sec. 5, CIFAR-10): confusions between similar classes, truck ->
+* ``asymmetric`` (Patrini et al., CVPR 2017, CIFAR-10): confusions between similar classes, truck ->
   automobile, bird -> airplane, deer -> horse, cat <-> dog. In each of these five source classes exactly
   ``round(rate * n_c)`` of its ``n_c`` samples are flipped; the other five classes are untouched, so the fraction of
   wrong labels over the whole training set is about ``rate / 2``. Only for data sets with CIFAR-10's classes.

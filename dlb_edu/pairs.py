@@ -1,6 +1,6 @@
 """CS-KD's batches: every sample comes with a random other sample of its class.
 
-Class-wise self-knowledge distillation (Yun et al., CVPR 2020, Sec. 3.1) pulls the prediction on a sample ``x``
+Class-wise self-knowledge distillation (Yun et al., CVPR 2020) pulls the prediction on a sample ``x``
 toward the (detached) prediction on another sample ``x'`` of the same class. The batch sampler supplies the pairs:
 each batch holds ``B`` *anchors*, each index once per epoch as in the baseline, plus, for each anchor, a partner drawn
 uniformly from the *other* training samples that carry the same (possibly noisy) label. The authors' sampler may draw
