@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import metrics  # noqa: E402
 
-METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452"}
+METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452", "label_smoothing": "#55A868", "tf_kd": "#8172B3",
+                 "cs_kd": "#937860", "ps_kd": "#C44E52"}
 
 CURVE_PANELS = (
     ("train_loss", "train loss (mean over steps)"),
