@@ -1,4 +1,4 @@
-"""``python -m dlb_edu``: train one run, or compare the baseline with DLB.
+"""``python -m dlb_edu``: train one run, or compare methods (the baseline and DLB by default).
 
 Bad values end the program with exit code 2 and one line on stderr, never a traceback.
 """
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, TrainingDiverged
+from .augment import AUGMENTS
+from .noise import NOISE_TYPES
 from .train import FORWARD_MODES, METHODS, PRESETS, TrainConfig
 
 EXIT_BAD_INPUT = 2
@@ -46,6 +48,22 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds another run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("other methods (defaults: their papers'; see dlb_edu/methods.py)")
+    g.add_argument("--ls-epsilon", type=float, help="label_smoothing: eps (default 0.1)")
+    g.add_argument("--tfkd-alpha", type=float, help="tf_kd: weight of the virtual-teacher KL (default 0.1)")
+    g.add_argument("--tfkd-temperature", type=float, help="tf_kd: T softening the virtual teacher (default 20)")
+    g.add_argument("--tfkd-correct-prob", type=float, help="tf_kd: virtual teacher's true-class probability (0.99)")
+    g.add_argument("--cskd-temperature", type=float, help="cs_kd: T (default 4)")
+    g.add_argument("--cskd-lambda", type=float, help="cs_kd: weight of the class-wise term (default 1)")
+    g.add_argument("--pskd-alpha-T", dest="pskd_alpha_T", type=float, help="ps_kd: alpha at the last epoch (0.8)")
+    g = p.add_argument_group("label noise and augmentation")
+    g.add_argument("--label-noise", type=float, metavar="RATE",
+                   help="corrupt this fraction of the training labels, in [0, 1) (default 0)")
+    g.add_argument("--label-noise-type", help=f"{' or '.join(NOISE_TYPES)} (CIFAR-10's class flips; default symmetric)")
+    g.add_argument("--augment", help=f"on top of crop + flip: {', '.join(AUGMENTS)} (default none)")
+    g.add_argument("--cutout-size", type=int, help="Cutout's square side in pixels (default 16)")
+    g.add_argument("--mix-alpha", type=float, help="mixup / CutMix: lam ~ Beta(a, a) (default 1)")
+    g.add_argument("--cutmix-prob", type=float, help="probability that CutMix mixes a batch (default 0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--method", default="dlb", help=f"one of {', '.join(METHODS)} (default dlb)")
     p_train.add_argument("--out", help="output folder (config.json, history.csv, summary.json, checkpoint.pt)")
     _add_run_options(p_train)
-    p_cmp = sub.add_parser("compare", help="train the baseline and DLB with the same seed and data")
+    p_cmp = sub.add_parser("compare", help="train several methods with the same seed and data")
     p_cmp.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    p_cmp.add_argument("--methods", default="baseline,dlb",
+                       help=f"comma-separated, from {', '.join(METHODS)} (default baseline,dlb)")
     _add_run_options(p_cmp)
     return parser
 
@@ -69,18 +89,30 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                  "carry_over": not args.no_carry_over, "download": args.download, "data_root": args.data_root,
                  "method": getattr(args, "method", "dlb")}
     for name in ("arch", "epochs", "batch_size", "lr", "temperature", "alpha", "forward", "train_subset",
-                 "test_subset", "checkpoint_every"):
+                 "test_subset", "checkpoint_every", "ls_epsilon", "tfkd_alpha", "tfkd_temperature",
+                 "tfkd_correct_prob", "cskd_temperature", "cskd_lambda", "pskd_alpha_T", "label_noise",
+                 "label_noise_type", "augment", "cutout_size", "mix_alpha", "cutmix_prob"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
     return TrainConfig.from_preset(args.preset, **overrides).validate()
 
 
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ConfigError(f"--methods must be a comma-separated list from {', '.join(METHODS)}, got {text!r}")
+    return methods
+
+
 def format_table(summaries: dict[str, dict]) -> str:
-    head = f"{'method':<10} {'final acc':>9} {'best acc':>9} {'time (s)':>9}"
+    width = max([10] + [len(m) for m in summaries])
+    head = f"{'method':<{width}} {'final acc':>9} {'best acc':>9} {'time (s)':>9}"
     lines = [head, "-" * len(head)]
     for method, s in summaries.items():
-        lines.append(f"{method:<10} {s['final_test_acc']:>9.4f} {s['best_test_acc']:>9.4f} {s['train_time_s']:>9.1f}")
+        lines.append(f"{method:<{width}} {s['final_test_acc']:>9.4f} {s['best_test_acc']:>9.4f} "
+                     f"{s['train_time_s']:>9.1f}")
     return "\n".join(lines)
 
 
@@ -103,16 +135,17 @@ def run_compare(args) -> None:
     from .train import Trainer
     from .viz import plot_curves
     config = config_from_args(args)
+    methods = parse_methods(args.methods)
     out = Path(args.out)
     data = load_dataset(config.dataset, config.data_root, config.download)
     histories, summaries = {}, {}
-    for method in ("baseline", "dlb"):
+    for method in methods:
         cfg = dataclasses.replace(config, method=method)
         trainer = Trainer(cfg, data=data, out_dir=out / method, resume=args.resume, force=args.force,
                           progress=not args.no_progress)
         for row in trainer.epochs():
             if trainer.rank == 0:
-                print(f"{method:<8} epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                print(f"{method:<15} epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
                       f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
         histories[method], summaries[method] = trainer.history, trainer.summary()
     if trainer.rank != 0:

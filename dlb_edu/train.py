@@ -5,7 +5,8 @@ A DLB step (Shen et al., CVPR 2022, Algorithm 1): take the batch from :class:`~d
 ``split``: the two halves in two calls, as the original code, so BatchNorm normalizes each half with its own
 statistics), compute :func:`~dlb_edu.losses.dlb_loss` against the cached logits of the repeated half, step, and
 cache the detached logits of the fresh half. The baseline is the same loop with plain batches and plain
-cross-entropy.
+cross-entropy; the methods DLB is compared with (label smoothing, Tf-KD, CS-KD, PS-KD) are the same loop with their
+own loss object and batch sampler from :mod:`~dlb_edu.methods`.
 
 Everything random in a step (crop offsets, flips) comes from a generator seeded by ``(seed, epoch, step)``, and the
 checkpoint holds the model, optimizer, scheduler, sampler position, cache, running sums and history, so a run that
@@ -28,14 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from .augment import Augmenter, check_augment
 from .cache import SoftTargetCache
 from .data import ImageData, load_dataset, normalize, random_crop_flip
 from .errors import ConfigError, TrainingDiverged
-from .losses import check_alpha, check_temperature, dlb_loss
+from .losses import check_alpha, check_temperature
+from .methods import METHODS, build_method, check_method_options
 from .models import ARCHS, build_model, count_parameters
-from .sampling import DLBBatchSampler, PlainBatchSampler
+from .noise import check_label_noise, realized_rate, with_label_noise
 
-METHODS = ("baseline", "dlb")
 FORWARD_MODES = ("joint", "split")
 
 # The paper's recipe (Sec. 4.1) and a short one for CPUs. The learning rate drops x0.1 at the same *fractions* of
@@ -81,6 +83,20 @@ class TrainConfig:
     checkpoint_every: int = 0         # also checkpoint every K steps (0: only at epoch ends)
     data_root: str | None = None
     download: bool = False
+    # Beyond DLB: the other methods' settings (methods.py, defaults from their papers), label noise, augmentation.
+    ls_epsilon: float = 0.1           # label_smoothing: eps (Szegedy et al., 2016)
+    tfkd_alpha: float = 0.1           # tf_kd: weight of the KL to the virtual teacher (Yuan et al., 2020)
+    tfkd_temperature: float = 20.0    # tf_kd: T softening the virtual teacher
+    tfkd_correct_prob: float = 0.99   # tf_kd: the virtual teacher's probability of the true class
+    cskd_temperature: float = 4.0     # cs_kd: T (Yun et al., 2020)
+    cskd_lambda: float = 1.0          # cs_kd: weight of the class-wise consistency term
+    pskd_alpha_T: float = 0.8         # ps_kd: alpha at the last epoch (Kim et al., 2021)
+    label_noise: float = 0.0          # fraction of training labels to corrupt (noise.py)
+    label_noise_type: str = "symmetric"  # or "asymmetric": CIFAR-10's class flips
+    augment: str = "none"             # on top of crop + flip: none, cutout, mixup, cutmix (augment.py)
+    cutout_size: int = 16             # Cutout's square side in pixels (DeVries & Taylor: 16 on CIFAR-10)
+    mix_alpha: float = 1.0            # lam ~ Beta(mix_alpha, mix_alpha) for mixup and CutMix
+    cutmix_prob: float = 0.5          # probability that CutMix mixes a batch (part)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
@@ -117,6 +133,9 @@ class TrainConfig:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         resolve_device(self.device)
+        check_method_options(self)
+        check_label_noise(self.label_noise, self.label_noise_type)
+        check_augment(self.augment, self.cutout_size, self.mix_alpha, self.cutmix_prob)
         return self
 
     def to_dict(self) -> dict:
@@ -200,6 +219,9 @@ class Trainer:
         self.rank, self.world_size = _distributed_rank_and_size()
         self.progress = progress and self.rank == 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.world_size > 1 and config.method == "ps_kd":
+            raise ConfigError("ps_kd is not supported with several processes (each would hold only its own "
+                              "samples' predictions): train it in one process")
         if self.world_size > 1 and config.forward == "split":
             raise ConfigError("forward split is not supported with several processes (DDP needs one forward per "
                               "backward): use --forward joint")
@@ -211,6 +233,9 @@ class Trainer:
 
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
         data = data.subset(config.train_subset, config.test_subset)
+        clean_y_train = data.y_train
+        data = with_label_noise(data, config.label_noise, config.label_noise_type, config.seed)  # test labels stay
+        self.label_noise_realized = realized_rate(clean_y_train, data.y_train)
         n_train = len(data.x_train)
         if config.batch_size > n_train:
             raise ConfigError(f"batch_size must be at most the training set size {n_train}, got {config.batch_size}")
@@ -234,13 +259,15 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=self._milestone_epochs(),
                                                               gamma=0.1)
-        sampler_cls = DLBBatchSampler if config.method == "dlb" else PlainBatchSampler
+        self.cache = SoftTargetCache()
+        self.method = build_method(config, self.y_train, data.num_classes, cache=self.cache)
+        sampler_cls = self.method.batch_sampler  # plain batches, DLB's overlapping ones, or CS-KD's class pairs
         if config.batch_size * self.world_size > n_train:
             raise ConfigError(f"batch_size x processes = {config.batch_size * self.world_size} exceeds the training "
                               f"set size {n_train}")
         self.sampler = sampler_cls(n_train, config.batch_size, shuffle=True, seed=config.seed,
                                    carry_over=config.carry_over, rank=self.rank, world_size=self.world_size)
-        self.cache = SoftTargetCache()
+        self.augment = Augmenter(config.augment, config.cutout_size, config.mix_alpha, config.cutmix_prob)
         g = torch.Generator().manual_seed(config.seed)
         self.probe_idx = torch.randperm(n_train, generator=g)[: min(config.probe_size, n_train)].to(self.device)
         self.prev_probe_probs: torch.Tensor | None = None
@@ -308,6 +335,7 @@ class Trainer:
         idx = idx.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else idx
         gen = torch.Generator(self.device).manual_seed(step_seed(cfg.seed + 7919 * self.rank, epoch, step))
         x = normalize(random_crop_flip(self.x_train[idx], generator=gen), self.mean, self.std)
+        x, mix = self.augment(x, batch, gen)  # cutout, mixup or CutMix, each part of the batch on its own
         x = x.contiguous(memory_format=self.memory_format)
         y = self.y_train[idx]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.fast):
@@ -316,17 +344,11 @@ class Trainer:
                 logits = torch.cat([self.net(x[:r]), self.net(x[r:])])
             else:
                 logits = self.net(x)
-        cached = self.cache.get(batch.repeated) if r > 0 else None
-        if cfg.method == "dlb":
-            loss, ce, kd = dlb_loss(logits, y, cached, cfg.temperature, cfg.alpha)
-        else:
-            ce = F.cross_entropy(logits, y)
-            loss, kd = ce, ce.new_zeros(())
+        loss, ce, kd = self.method.loss(logits, y, batch, epoch, mix)  # methods.py: DLB's or a rival's loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if cfg.method == "dlb":
-            self.cache.put(batch.fresh, logits[r:])
+        self.method.after_step(batch, logits)  # DLB caches the fresh half's logits, PS-KD stores the predictions
         # Running sums stay on the device: nothing here waits for the GPU.
         run = self.running
         loss = loss.detach()
@@ -418,7 +440,8 @@ class Trainer:
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
             "processes": self.world_size,
             "params": count_parameters(self.model),
-            "cache_bytes": self.cache.nbytes,
+            "cache_bytes": self.method.nbytes,  # what the method keeps between steps: DLB's cache, PS-KD's table
+            "label_noise_realized": self.label_noise_realized,
             "torch": torch.__version__, "git_rev": git_revision(),
         }
 
@@ -467,6 +490,7 @@ class Trainer:
         return {
             "sampler": self.sampler.state_dict(),
             "cache": self.cache.state_dict(),
+            "method": self.method.state_dict(),
             "running": {**run, "step_losses": [t.cpu() for t in run["step_losses"]], "ce_sum": run["ce_sum"].cpu(),
                         "kd_sum": run["kd_sum"].cpu(), "correct": run["correct"].cpu()},
         }
@@ -514,6 +538,7 @@ class Trainer:
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.sampler.load_state_dict(mine["sampler"])
         self.cache.load_state_dict(mine["cache"], self.device)
+        self.method.load_state_dict(mine["method"], self.device)
         run = mine["running"]
         self.running = {**run, "step_losses": [t.to(self.device) for t in run["step_losses"]],
                         "ce_sum": run["ce_sum"].to(self.device), "kd_sum": run["kd_sum"].to(self.device),

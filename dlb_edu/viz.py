@@ -19,7 +19,8 @@ from . import metrics  # noqa: E402
 from .data import random_crop_flip  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
-METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452"}
+METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452", "label_smoothing": "#55A868", "tf_kd": "#8172B3",
+                 "cs_kd": "#937860", "ps_kd": "#C44E52"}
 
 CURVE_PANELS = (
     ("train_loss", "train loss (mean over steps)"),

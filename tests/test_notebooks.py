@@ -55,8 +55,8 @@ def printed(nb) -> str:
                    if o.output_type == "stream")
 
 
-def test_there_are_six_notebooks_in_reading_order():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["00_", "01_", "02_", "03_", "04_", "05_"]
+def test_there_are_seven_notebooks_in_reading_order():
+    assert [p.name[:3] for p in NOTEBOOKS] == ["00_", "01_", "02_", "03_", "04_", "05_", "06_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -1,0 +1,301 @@
+"""DLB and the regularizers it is compared with, as loss objects on one training loop.
+
+The DLB paper's claims are comparative: Shen et al. (CVPR 2022) set DLB beside other ways of training a network on
+soft targets without a pre-trained teacher. Each method here is one small class with the same two calls from the
+trainer:
+
+    loss, ce, reg = method.loss(logits, y, batch, epoch, mix)   # before backward
+    method.after_step(batch, logits)                            # remember what this step teaches a later one
+
+``ce`` is the cross-entropy the method uses, ``reg`` its extra term (logged as ``train_consistency``; zero where the
+method folds everything into the targets). ``batch`` is the sampler's batch (``num_repeated`` leading rows, then the
+fresh ones), ``mix`` the augmentation's :class:`~dlb_edu.augment.Mix` or None: with mixup or CutMix every target,
+hard or soft, is mixed the way the images were.
+
+    method           loss                                                  defaults (paper)
+    baseline         CE(y)                                                 -
+    dlb              CE(y) + alpha T^2 KL(p_T(last step) || p_T), repeated T = 3, alpha = 1 (Shen et al., 2022)
+    label_smoothing  CE((1 - eps) one_hot(y) + eps / K)                    eps = 0.1 (Szegedy et al., 2016)
+    tf_kd            (1 - alpha) CE(y) + alpha KL(softmax(p^d / T) || p)   alpha 0.1, T 20, a 0.99 (Yuan et al., 2020)
+    cs_kd            CE(y) + lambda T^2 KL(p_T(same-class pair) || p_T)    T = 4, lambda = 1 (Yun et al., 2020)
+    ps_kd            CE((1 - alpha_t) one_hot(y) + alpha_t p(last epoch))  alpha_T = 0.8 (Kim et al., 2021)
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from .augment import Mix
+from .cache import SoftTargetCache
+from .errors import ConfigError
+from .losses import check_alpha, check_temperature, consistency_loss
+from .pairs import ClassPairBatchSampler
+from .sampling import DLBBatchSampler, PlainBatchSampler
+
+
+def _check_in_unit(name: str, value: float, low_open: bool = False) -> None:
+    if not (0 < value <= 1 if low_open else 0 <= value <= 1):  # also refuses NaN
+        raise ConfigError(f"{name} must be in {'(0' if low_open else '[0'}, 1], got {value}")
+
+
+def check_method_options(config) -> None:
+    """Every method's settings in ``config`` (a TrainConfig), whichever method runs: bad values fail early."""
+    _check_in_unit("ls_epsilon", config.ls_epsilon)
+    _check_in_unit("tfkd_alpha", config.tfkd_alpha)
+    _check_in_unit("tfkd_correct_prob", config.tfkd_correct_prob, low_open=True)
+    _check_in_unit("pskd_alpha_T", config.pskd_alpha_T)
+    for name in ("tfkd_temperature", "cskd_temperature"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}")
+    if not config.cskd_lambda >= 0:
+        raise ConfigError(f"cskd_lambda must be >= 0, got {config.cskd_lambda}")
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (autocast) to float32; float32 and float64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
+    """Mean over the batch of ``-sum_k t_k log softmax(logits)_k``.
+
+    ``targets`` are class indices (n,) or distributions (n, K). With a ``mix``, row i's target is
+    ``lam_i t_i + (1 - lam_i) t_perm(i)``, which for hard labels is mixup's ``lam CE(y_i) + (1 - lam) CE(y_j)``.
+    """
+    logits = _f32(logits)
+    if targets.dim() == 1:
+        if mix is None:
+            return F.cross_entropy(logits, targets)
+        targets = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+    if mix is not None:
+        targets = mix.targets(targets)
+    return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def _rows(mix: Mix | None, rows: slice) -> Mix | None:
+    """The mix restricted to ``rows`` (whose partners lie inside them, as the augmenter guarantees)."""
+    if mix is None:
+        return None
+    return Mix(mix.perm[rows] - (rows.start or 0), mix.lam[rows])
+
+
+class Method:
+    """Plain cross-entropy: the baseline. Subclasses change the targets or add a term."""
+    name = "baseline"
+    batch_sampler = PlainBatchSampler  # called as batch_sampler(num_samples, batch_size, shuffle=, seed=, ...)
+
+    def loss(self, logits, y, batch, epoch: int, mix: Mix | None = None):
+        ce = cross_entropy(logits, y, mix)
+        return ce, ce, ce.new_zeros(())
+
+    def after_step(self, batch, logits: torch.Tensor) -> None:
+        pass
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the method keeps between steps (DLB: one half-batch of logits; PS-KD: a prediction per sample)."""
+        return 0
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, device="cpu") -> None:
+        pass
+
+
+class DLB(Method):
+    """Self-distillation from the last mini-batch (Shen et al., CVPR 2022, Eq. 4-5; T = 3, alpha = 1).
+
+    ``CE(all rows) + alpha T^2 KL(softmax(cached / T) || softmax(logits[:r] / T))`` over the ``r`` repeated rows,
+    whose cached logits the previous step stored; this step stores its fresh rows' logits in the same cache. See
+    :func:`~dlb_edu.losses.dlb_loss`, which this computes, with mixed targets when the batch was mixed. With mixup
+    or CutMix the repeated half is mixed anew, like it is cropped anew: its teacher is the logits the last step gave
+    the same samples under another crop and another mix.
+    """
+    name = "dlb"
+    batch_sampler = DLBBatchSampler
+
+    def __init__(self, cache: SoftTargetCache, temperature: float = 3.0, alpha: float = 1.0):
+        check_temperature(temperature)
+        check_alpha(alpha)
+        self.cache, self.temperature, self.alpha = cache, temperature, alpha
+
+    def loss(self, logits, y, batch, epoch, mix=None):
+        r = batch.num_repeated
+        ce = cross_entropy(logits, y, mix)
+        cached = self.cache.get(batch.repeated) if r > 0 else None
+        if cached is None:  # the first step of a run, or of an epoch without carry-over
+            kd = ce.new_zeros(())
+        else:
+            kd = consistency_loss(logits[:r], cached, self.temperature)
+        return ce + self.alpha * kd, ce, kd
+
+    def after_step(self, batch, logits):
+        self.cache.put(batch.fresh, logits[batch.num_repeated:])
+
+    @property
+    def nbytes(self):
+        return self.cache.nbytes
+
+
+class LabelSmoothing(Method):
+    """Label smoothing regularization (Szegedy et al., CVPR 2016, Sec. 7; eps = 0.1).
+
+    The target is ``q'(k) = (1 - eps) [k = y] + eps / K``: the uniform prior includes the true class, as in the
+    paper (``F.cross_entropy(..., label_smoothing=eps)`` computes the same).
+    """
+    name = "label_smoothing"
+
+    def __init__(self, num_classes: int, epsilon: float = 0.1):
+        _check_in_unit("ls_epsilon", epsilon)
+        self.num_classes, self.epsilon = num_classes, epsilon
+
+    def targets(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        return (1 - self.epsilon) * F.one_hot(y, self.num_classes).to(dtype) + self.epsilon / self.num_classes
+
+    def loss(self, logits, y, batch, epoch, mix=None):
+        ce = cross_entropy(logits, self.targets(y, _f32(logits).dtype), mix)
+        return ce, ce, ce.new_zeros(())
+
+
+class TfKD(Method):
+    """Teacher-free KD with a hand-designed virtual teacher, Tf-KD_reg (Yuan et al., CVPR 2020, Sec. 5).
+
+    The virtual teacher puts ``a`` on the true class and ``(1 - a) / (K - 1)`` on every other; it is softened with
+    the temperature, ``p^d_T = softmax(p^d / T)``, and the loss is
+
+        (1 - alpha) CE(y) + alpha KL(p^d_T || softmax(logits)),
+
+    the KL summed over classes and averaged over the batch. As in the authors' code (``loss_kd_regularization``,
+    whose settings made the paper's tables) the student side is not softened, and ``a = 0.99``; ``T = 20`` and
+    ``alpha = 0.1`` are their ResNet-18 CIFAR-100 settings, whose ``multiplier = 100`` over an element-wise mean across
+    100 classes is a per-sample KL weight of 1, as here. With ``T = 20`` the softened teacher is almost uniform
+    (0.105 on the true class for K = 10): Tf-KD_reg is label smoothing toward a slightly peaked prior, which is
+    the paper's point.
+    """
+    name = "tf_kd"
+
+    def __init__(self, num_classes: int, alpha: float = 0.1, temperature: float = 20.0, correct_prob: float = 0.99):
+        _check_in_unit("tfkd_alpha", alpha)
+        check_temperature(temperature)
+        if not 1 / num_classes <= correct_prob <= 1:
+            raise ConfigError(f"tfkd_correct_prob must be in [1/K, 1] = [{1 / num_classes:.3g}, 1], got {correct_prob}")
+        self.num_classes, self.alpha, self.temperature = num_classes, alpha, temperature
+        self.correct_prob = correct_prob
+
+    def teacher(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """``softmax(p^d / T)`` for each label: the softened virtual teacher, one row per sample."""
+        k = self.num_classes
+        p_d = torch.full((len(y), k), (1 - self.correct_prob) / (k - 1), dtype=dtype, device=y.device)
+        p_d[torch.arange(len(y), device=y.device), y] = self.correct_prob
+        return F.softmax(p_d / self.temperature, dim=1)
+
+    def loss(self, logits, y, batch, epoch, mix=None):
+        logits = _f32(logits)
+        ce = cross_entropy(logits, y, mix)
+        t = self.teacher(y, logits.dtype)
+        if mix is not None:
+            t = mix.targets(t)
+        kl = (t * (t.log() - F.log_softmax(logits, dim=1))).sum(1).mean()
+        return (1 - self.alpha) * ce + self.alpha * kl, ce, kl
+
+
+class CSKD(Method):
+    """Class-wise self-knowledge distillation (Yun et al., CVPR 2020; T = 4, lambda = 1).
+
+    Each batch (:class:`~dlb_edu.pairs.ClassPairBatchSampler`) is ``r`` pair rows then ``r`` anchor rows, pair ``i``
+    drawn from anchor ``i``'s class. The loss is
+
+        CE(anchors) + lambda T^2 KL(softmax(pair / T) || softmax(anchor / T)),
+
+    the pair's logits detached (the authors forward the pairs under ``no_grad``), the KL summed over classes and
+    averaged over anchors. Only anchors get the cross-entropy, and only anchors count for the training accuracy.
+    """
+    name = "cs_kd"
+
+    def __init__(self, labels: torch.Tensor, temperature: float = 4.0, lam: float = 1.0):
+        check_temperature(temperature)
+        if not lam >= 0:
+            raise ConfigError(f"cskd_lambda must be >= 0, got {lam}")
+        self.temperature, self.lam = temperature, lam
+        self.batch_sampler = functools.partial(ClassPairBatchSampler, labels=labels.cpu())
+
+    def loss(self, logits, y, batch, epoch, mix=None):
+        r = batch.num_repeated
+        anchors = slice(r, len(logits))
+        ce = cross_entropy(logits[anchors], y[anchors], _rows(mix, anchors))
+        kd = consistency_loss(logits[anchors], logits[:r].detach(), self.temperature)
+        return ce + self.lam * kd, ce, kd
+
+
+class PSKD(Method):
+    """Progressive self-knowledge distillation (Kim et al., ICCV 2021; alpha_T = 0.8).
+
+    At epoch ``t`` (1-based, of ``T``) the target of sample ``i`` is ``(1 - alpha_t) one_hot(y_i) + alpha_t P_i``,
+    with ``alpha_t = alpha_T t / T`` and ``P_i`` the softmax the model gave sample ``i`` when it last trained on it,
+    one epoch ago (in the first epoch, ``P_i`` is the one-hot label). As in the authors' code the predictions are
+    those of the training forward pass (train mode, augmented inputs), kept in a table of ``N x K`` floats that
+    is part of the checkpoint. With mixup or CutMix the stored prediction is the one on the mixed image. With several
+    ranks (DDP) each rank sees another share of every epoch, so the table would need the ranks' predictions
+    gathered after each step, as the authors' code does; this class keeps one process's table.
+    """
+    name = "ps_kd"
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, epochs: int, alpha_T: float = 0.8):
+        _check_in_unit("pskd_alpha_T", alpha_T)
+        self.alpha_T, self.epochs, self.num_classes = alpha_T, epochs, num_classes
+        # Before a sample's first visit its "previous prediction" is its label, so the first epoch's target is one-hot.
+        self.predictions = F.one_hot(labels, num_classes).float()
+
+    def alpha_t(self, epoch: int) -> float:
+        """alpha_T (epoch + 1) / T for the 0-based ``epoch``: alpha_T / T in the first epoch, alpha_T in the last."""
+        return self.alpha_T * (epoch + 1) / self.epochs
+
+    def targets(self, y: torch.Tensor, idx: torch.Tensor, epoch: int, dtype=torch.float32) -> torch.Tensor:
+        a = self.alpha_t(epoch)
+        return (1 - a) * F.one_hot(y, self.num_classes).to(dtype) + a * self.predictions[idx].to(dtype)
+
+    def loss(self, logits, y, batch, epoch, mix=None):
+        idx = torch.as_tensor(batch, device=logits.device)
+        ce = cross_entropy(logits, self.targets(y, idx, epoch, _f32(logits).dtype), mix)
+        return ce, ce, ce.new_zeros(())
+
+    def after_step(self, batch, logits):
+        idx = torch.as_tensor(batch, device=logits.device)
+        self.predictions[idx] = F.softmax(_f32(logits).detach(), dim=1).to(self.predictions.dtype)
+
+    @property
+    def nbytes(self):
+        return self.predictions.numel() * self.predictions.element_size()
+
+    def state_dict(self):
+        return {"predictions": self.predictions.cpu()}
+
+    def load_state_dict(self, state, device="cpu"):
+        if state["predictions"].shape != self.predictions.shape:
+            raise ConfigError(f"the PS-KD prediction table was saved with shape {tuple(state['predictions'].shape)}, "
+                              f"this run has {tuple(self.predictions.shape)}")
+        self.predictions = state["predictions"].to(device)
+
+
+METHODS = ("baseline", "dlb", "label_smoothing", "tf_kd", "cs_kd", "ps_kd")
+
+
+def build_method(config, labels: torch.Tensor, num_classes: int, cache: SoftTargetCache | None = None) -> Method:
+    """The method object for ``config.method``; ``labels`` are the (possibly noisy) training labels."""
+    name = config.method
+    if name == "baseline":
+        return Method()
+    if name == "dlb":
+        return DLB(cache if cache is not None else SoftTargetCache(), config.temperature, config.alpha)
+    if name == "label_smoothing":
+        return LabelSmoothing(num_classes, config.ls_epsilon)
+    if name == "tf_kd":
+        return TfKD(num_classes, config.tfkd_alpha, config.tfkd_temperature, config.tfkd_correct_prob)
+    if name == "cs_kd":
+        return CSKD(labels, config.cskd_temperature, config.cskd_lambda)
+    if name == "ps_kd":
+        return PSKD(labels, num_classes, config.epochs, config.pskd_alpha_T)
+    raise ConfigError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
