@@ -5,7 +5,6 @@ Bad values end the program with exit code 2 and one line on stderr, never a trac
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -131,29 +130,23 @@ def run_train(args) -> None:
 
 
 def run_compare(args) -> None:
-    from .data import load_dataset
-    from .train import Trainer
+    from .train import rank_and_world_size, compare
     from .viz import plot_curves
     config = config_from_args(args)
-    methods = parse_methods(args.methods)
     out = Path(args.out)
-    data = load_dataset(config.dataset, config.data_root, config.download)
-    histories, summaries = {}, {}
-    for method in methods:
-        cfg = dataclasses.replace(config, method=method)
-        trainer = Trainer(cfg, data=data, out_dir=out / method, resume=args.resume, force=args.force,
-                          progress=not args.no_progress)
-        for row in trainer.epochs():
-            if trainer.rank == 0:
-                print(f"{method:<15} epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                      f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
-        histories[method], summaries[method] = trainer.history, trainer.summary()
-    if trainer.rank != 0:
+
+    def report(method, row):
+        print(f"{method:<15} epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
+              f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+
+    results = compare(config, parse_methods(args.methods), out, on_epoch=report, resume=args.resume,
+                      force=args.force, progress=not args.no_progress)
+    if rank_and_world_size()[0] != 0:
         return
     print()
-    print(format_table(summaries))
-    fig = plot_curves(histories, title=f"{config.arch} on {config.dataset}, {config.epochs} epochs, seed "
-                                       f"{config.seed}")
+    print(format_table({method: summary for method, (_, summary) in results.items()}))
+    fig = plot_curves({method: history for method, (history, _) in results.items()},
+                      title=f"{config.arch} on {config.dataset}, {config.epochs} epochs, seed {config.seed}")
     png = out / "curves.png"
     fig.savefig(png, dpi=120)
     print(f"curves saved to {png}")

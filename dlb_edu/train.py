@@ -158,7 +158,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _distributed_rank_and_size() -> tuple[int, int]:
+def rank_and_world_size() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) unless torch.distributed has been initialized (see cli)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
@@ -216,7 +216,7 @@ class Trainer:
                  resume: bool = False, force: bool = False, progress: bool = True):
         self.config = config.validate()
         self.device = resolve_device(config.device)
-        self.rank, self.world_size = _distributed_rank_and_size()
+        self.rank, self.world_size = rank_and_world_size()
         self.progress = progress and self.rank == 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.world_size > 1 and config.method == "ps_kd":
@@ -596,13 +596,20 @@ def train(config: TrainConfig, **kwargs) -> tuple[list[dict], dict]:
 
 
 def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Path | None = None,
-            data: ImageData | None = None, **kwargs) -> dict[str, tuple[list[dict], dict]]:
-    """Train each method with the same seed, data and schedule; return ``{method: (history, summary)}``."""
+            data: ImageData | None = None, on_epoch: Callable[[str, dict], None] | None = None,
+            **kwargs) -> dict[str, tuple[list[dict], dict]]:
+    """Train each method with the same seed, data and schedule; return ``{method: (history, summary)}``.
+
+    ``out_dir/<method>`` receives each run's outputs; ``on_epoch(method, row)`` is called as each epoch ends (on
+    rank 0 only when several processes train). Keyword arguments go to :class:`Trainer`.
+    """
     data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
     results = {}
     for method in methods:
         cfg = dataclasses.replace(config, method=method)
-        sub = None if out_dir is None else Path(out_dir) / method
-        results[method] = train(cfg, data=data, out_dir=sub, **kwargs)
+        trainer = Trainer(cfg, data=data, out_dir=None if out_dir is None else Path(out_dir) / method, **kwargs)
+        for row in trainer.epochs():
+            if on_epoch is not None and trainer.rank == 0:
+                on_epoch(method, row)
+        results[method] = (trainer.history, trainer.summary())
     return results
-
