@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 
 from .errors import ConfigError
-from .sampling import DLBBatch, DLBBatchSampler
+from .sampling import DLBBatch, DLBBatchSampler, step_seed
 
 
 class ClassPairBatch(DLBBatch):
@@ -51,7 +51,8 @@ class ClassPairBatchSampler(DLBBatchSampler):
 
     def partners(self, anchors: list[int], epoch: int, step: int) -> list[int]:
         """One uniformly drawn other sample of the same class per anchor (the anchor itself if it is alone)."""
-        g = torch.Generator().manual_seed((((self.seed * 1_000_003 + epoch) * 1_000_003 + step) * 31 + 17) % 2 ** 63)
+        # A stream of its own: the step's augmentation generator is seeded with step_seed itself.
+        g = torch.Generator().manual_seed((step_seed(self.seed, epoch, step) * 31 + 17) % 2 ** 63)
         a = torch.as_tensor(anchors, dtype=torch.long)
         c = self.labels[a]
         others = (self.class_count[c] - 1).clamp_min(1)

@@ -15,6 +15,11 @@ from torch.utils.data import Sampler
 from .errors import ConfigError
 
 
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """The seed of one step's randomness: a function of (seed, epoch, step) alone, so a resumed run replays it."""
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + step) % (2 ** 63)
+
+
 class DLBBatch(list):
     """A list of dataset indices: ``num_repeated`` repeated ones first, then the fresh ones.
 
@@ -39,7 +44,9 @@ class DLBBatchSampler(Sampler[list[int]]):
 
     Each index is fresh exactly once per epoch (the last fresh chunk may be short). The first batch of a run holds
     only fresh indices. With ``carry_over`` (the original code's behaviour) the last fresh half of epoch e is repeated
-    in the first batch of epoch e+1; without it every epoch starts clean.
+    in the first batch of epoch e+1; without it every epoch starts clean. With carry-over, an index repeated from the
+    end of epoch e can also be drawn fresh in the first chunk of epoch e+1, so that one batch may hold it twice (as
+    in the original code); it then has two augmentations, and the KL term applies to its repeated copy only.
 
     The sampler is resumable: it remembers its epoch, how many batches of that epoch it has handed out and the last
     fresh half, and ``state_dict()`` / ``load_state_dict()`` save and restore exactly that. The order of epoch e depends

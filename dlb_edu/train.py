@@ -37,6 +37,7 @@ from .losses import check_alpha, check_temperature
 from .methods import METHODS, build_method, check_method_options
 from .models import ARCHS, build_model, count_parameters
 from .noise import check_label_noise, realized_rate, with_label_noise
+from .sampling import step_seed
 
 FORWARD_MODES = ("joint", "split")
 
@@ -170,11 +171,6 @@ def _barrier(world_size: int) -> None:
     if world_size > 1:
         import torch.distributed as dist
         dist.barrier()
-
-
-def step_seed(seed: int, epoch: int, step: int) -> int:
-    """The seed of one step's augmentation: a function of (seed, epoch, step) alone, so a resumed run replays it."""
-    return ((seed * 1_000_003 + epoch) * 1_000_003 + step) % (2 ** 63)
 
 
 def git_revision() -> str:
