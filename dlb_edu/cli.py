@@ -115,14 +115,18 @@ def format_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  test acc {row['test_acc']:.4f}  "
+            f"({row['epoch_time_s']:.1f} s)")
+
+
 def run_train(args) -> None:
     from .train import Trainer
     config = config_from_args(args)
     trainer = Trainer(config, out_dir=args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     for row in trainer.epochs():
         if trainer.rank == 0:
-            print(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-                  f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+            print(epoch_line(row, config.epochs), flush=True)
     s = trainer.summary()
     if trainer.rank == 0:
         print(f"{s['method']}: final test acc {s['final_test_acc']:.4f}, best {s['best_test_acc']:.4f}, "
@@ -136,8 +140,7 @@ def run_compare(args) -> None:
     out = Path(args.out)
 
     def report(method, row):
-        print(f"{method:<15} epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  "
-              f"test acc {row['test_acc']:.4f}  ({row['epoch_time_s']:.1f} s)", flush=True)
+        print(f"{method:<15} {epoch_line(row, config.epochs)}", flush=True)
 
     results = compare(config, parse_methods(args.methods), out, on_epoch=report, resume=args.resume,
                       force=args.force, progress=not args.no_progress)

@@ -43,13 +43,16 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 
 def dlb_loss(logits: torch.Tensor, targets: torch.Tensor, cached_logits: torch.Tensor | None,
-             temperature: float = 3.0, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             temperature: float = 3.0, alpha: float = 1.0,
+             ce: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DLB's loss for one batch whose first ``len(cached_logits)`` rows are the repeated half.
 
     Returns ``(loss, ce, consistency)``. Without a cache (the first step of a run) it is plain cross-entropy.
+    ``ce`` replaces the cross-entropy with hard ``targets`` when the caller has another one (mixed labels).
     """
     check_alpha(alpha)
-    ce = F.cross_entropy(logits.float(), targets)
+    if ce is None:
+        ce = F.cross_entropy(logits.float(), targets)
     if cached_logits is None or len(cached_logits) == 0:
         kd = ce.new_zeros(())
     else:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .augment import Mix
 from .cache import SoftTargetCache
 from .errors import ConfigError
-from .losses import check_alpha, check_temperature, consistency_loss
+from .losses import check_alpha, check_temperature, consistency_loss, dlb_loss
 from .pairs import ClassPairBatchSampler
 from .sampling import DLBBatchSampler, PlainBatchSampler
 
@@ -110,7 +110,7 @@ class DLB(Method):
 
     ``CE(all rows) + alpha T^2 KL(softmax(cached / T) || softmax(logits[:r] / T))`` over the ``r`` repeated rows,
     whose cached logits the previous step stored; this step stores its fresh rows' logits in the same cache. See
-    :func:`~dlb_edu.losses.dlb_loss`, which this computes, with mixed targets when the batch was mixed. With mixup
+    :func:`~dlb_edu.losses.dlb_loss`, which this calls, with mixed targets when the batch was mixed. With mixup
     or CutMix the repeated half is mixed anew, like it is cropped anew: its teacher is the logits the last step gave
     the same samples under another crop and another mix.
     """
@@ -123,14 +123,9 @@ class DLB(Method):
         self.cache, self.temperature, self.alpha = cache, temperature, alpha
 
     def loss(self, logits, y, batch, epoch, mix=None):
-        r = batch.num_repeated
-        ce = cross_entropy(logits, y, mix)
-        cached = self.cache.get(batch.repeated) if r > 0 else None
-        if cached is None:  # the first step of a run, or of an epoch without carry-over
-            kd = ce.new_zeros(())
-        else:
-            kd = consistency_loss(logits[:r], cached, self.temperature)
-        return ce + self.alpha * kd, ce, kd
+        # No cache at the first step of a run, or of an epoch without carry-over: plain cross-entropy then.
+        cached = self.cache.get(batch.repeated) if batch.num_repeated > 0 else None
+        return dlb_loss(logits, y, cached, self.temperature, self.alpha, ce=cross_entropy(logits, y, mix))
 
     def after_step(self, batch, logits):
         self.cache.put(batch.fresh, logits[batch.num_repeated:])

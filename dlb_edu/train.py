@@ -487,8 +487,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "cache": self.cache.state_dict(),
             "method": self.method.state_dict(),
-            "running": {**run, "step_losses": [t.cpu() for t in run["step_losses"]], "ce_sum": run["ce_sum"].cpu(),
-                        "kd_sum": run["kd_sum"].cpu(), "correct": run["correct"].cpu()},
+            "running": _running_to(run, "cpu"),
         }
 
     def state_dict(self) -> dict:
@@ -535,10 +534,7 @@ class Trainer:
         self.sampler.load_state_dict(mine["sampler"])
         self.cache.load_state_dict(mine["cache"], self.device)
         self.method.load_state_dict(mine["method"], self.device)
-        run = mine["running"]
-        self.running = {**run, "step_losses": [t.to(self.device) for t in run["step_losses"]],
-                        "ce_sum": run["ce_sum"].to(self.device), "kd_sum": run["kd_sum"].to(self.device),
-                        "correct": run["correct"].to(self.device)}
+        self.running = _running_to(mine["running"], self.device)
         probs = state["prev_probe_probs"]
         self.prev_probe_probs = None if probs is None else probs.to(self.device)
         self.history = list(state["history"])
@@ -570,6 +566,12 @@ class Trainer:
                 w.writerows(self.history)
         atomic_write(self.out_dir / "history.csv", write_csv)
         write_json(self.out_dir / "summary.json", self.summary())
+
+
+def _running_to(run: dict, device) -> dict:
+    """The epoch's running sums with their tensors on ``device`` (the checkpoint keeps them on the CPU)."""
+    return {**run, "step_losses": [t.to(device) for t in run["step_losses"]],
+            **{k: run[k].to(device) for k in ("ce_sum", "kd_sum", "correct")}}
 
 
 def _config_diff(saved: dict, current: dict) -> str:
