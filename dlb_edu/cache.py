@@ -3,7 +3,7 @@
 DLB's teacher is the network itself one step ago (Shen et al., CVPR 2022, Sec. 3.2). At step t the logits of the
 fresh half are stored, detached from the graph; at step t+1 those samples come back as the repeated half and are
 pulled toward the stored logits. Only one half-batch of logits is ever held, so the memory is
-``B x num_classes x 4`` bytes (plus the indices): no teacher network, no per-epoch prediction table.
+``B x num_classes x 4`` bytes (float32, plus the indices): no teacher network, no per-epoch prediction table.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ class SoftTargetCache:
         if logits.dim() != 2 or logits.shape[0] != len(indices):
             raise ConfigError(f"logits must have shape (len(indices)={len(indices)}, num_classes), "
                               f"got {tuple(logits.shape)}")
-        self.indices, self.logits = indices, logits.detach()
+        logits = logits.detach()
+        # Kept in float32 whatever the autocast dtype (bf16 logits would round the teacher); float64 stays float64.
+        self.indices, self.logits = indices, logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
     def get(self, indices=None) -> torch.Tensor | None:
         """The cached logits (None before the first ``put``). With ``indices``, check they are the cached ones."""

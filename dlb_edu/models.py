@@ -1,7 +1,15 @@
-"""The paper's CIFAR architectures, written from their published descriptions, plus a small CNN for CPUs.
+"""The networks DLB was measured on, as the authors' code defines them, plus a small CNN for CPUs.
 
-DLB is evaluated (Shen et al., CVPR 2022, Sec. 4.1) on VGG-16, ResNet-32, ResNet-110, WRN-20-8 and DenseNet-40-12.
-Parameter counts for 10 classes, beside the published ones (``PUBLISHED_PARAMS``), are checked by the tests.
+Shen et al. (CVPR 2022, Sec. 4.1) evaluate DLB on VGG-16, ResNet-32, ResNet-110, WRN-20-8 and DenseNet-40-12. The
+names here mean the networks of the authors' repository (github:Meta-knowledge-Lab/DLB, ``models/``), rebuilt from
+a description of them so that every parameter count matches theirs exactly (``AUTHORS_PARAMS``, checked by the
+tests). Those are not always the networks the names mean elsewhere: their ResNet-110 and WRN-20-8 use bottleneck
+blocks, their DenseNet-40-12 is a DenseNet-BC, their ResNet-32 projects its shortcut (1x1 conv + BN) where the shape
+changes. He et al.'s original CIFAR ResNet-32, whose shortcuts zero-pad instead ("option A"), is kept under its own
+name, ``resnet32_option_a``: notebook 04 and ``tests/test_collapse.py`` use it to show what it does to DLB.
+
+Initialization as theirs: Kaiming-normal convolutions (``fan_out``; DenseNet's ``fan_in``), BatchNorm weight 1 and
+bias 0, PyTorch's default Linear layers except VGG's (N(0, 0.01), bias 0) and DenseNet's (bias 0).
 """
 from __future__ import annotations
 
@@ -11,59 +19,80 @@ import torch.nn.functional as F
 
 from .errors import ConfigError
 
-# Published parameter counts (millions) for the CIFAR-10 versions.
-PUBLISHED_PARAMS = {
-    "resnet32": 0.46,       # He et al., 2016, Table 6
-    "resnet110": 1.7,       # He et al., 2016, Table 6
-    "densenet40_12": 1.0,   # Huang et al., 2017, Table 2 (DenseNet, L=40, k=12)
-    "vgg16": 14.7,          # VGG-16 with BatchNorm and one linear classifier, the usual CIFAR variant
-    "wrn20_8": None,        # no count published with the paper; ours: 3 wide blocks per stage, widths 128/256/512
+# Parameter counts of the authors' definitions at (10, 100) classes.
+AUTHORS_PARAMS = {
+    "resnet32": (466_906, 472_756),
+    "resnet110": (1_147_738, 1_170_868),
+    "wrn20_8": (6_848_090, 6_871_220),
+    "densenet40_12": (176_122, 188_092),
+    "vgg16": (15_253_578, 15_299_748),
 }
 
 
+def _init_conv_bn(module: nn.Module, mode: str = "fan_out") -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out)]
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# ResNet for CIFAR (He et al., 2016, Sec. 4.2): 3 stages of n basic blocks, 16/32/64 channels, depth 6n+2,
-# identity shortcuts with zero-padded channels ("option A") so the shortcut adds no parameters.
+# ResNets (He et al., 2016) as the authors build them: a 3x3 stem with 16 channels, three stages at 32x32, 16x16 and
+# 8x8 with 16/32/64 "planes", and a projection shortcut (1x1 conv + BN) wherever a block changes the shape.
+# Basic blocks output `planes` channels; bottleneck blocks (1x1, 3x3, 1x1) output 4 x planes, and their inner width
+# is planes x width_per_group / 64: 64 for ResNet-110, 512 (eight times wider) for WRN-20-8.
 # ---------------------------------------------------------------------------------------------------------------
 
 class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.stride, self.pad = stride, c_out - c_in
+    expansion = 1
 
-    def shortcut(self, x):
-        if self.stride > 1:
-            x = x[:, :, ::self.stride, ::self.stride]
-        if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return x
+    def __init__(self, c_in: int, planes: int, stride: int = 1, width_per_group: int = 64):
+        super().__init__()
+        self.branch = nn.Sequential(*_conv_bn(c_in, planes, 3, stride), nn.ReLU(inplace=True),
+                                    *_conv_bn(planes, planes, 3))
+        self.shortcut = (nn.Sequential(*_conv_bn(c_in, planes, 1, stride))
+                         if stride != 1 or c_in != planes else nn.Identity())
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.branch(x) + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
-    def __init__(self, depth: int, num_classes: int = 10):
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1, width_per_group: int = 64):
         super().__init__()
-        assert (depth - 2) % 6 == 0, "CIFAR ResNet depth is 6n+2"
-        n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        width, c_out = planes * width_per_group // 64, planes * self.expansion
+        self.branch = nn.Sequential(*_conv_bn(c_in, width, 1), nn.ReLU(inplace=True),
+                                    *_conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),
+                                    *_conv_bn(width, c_out, 1))
+        self.shortcut = (nn.Sequential(*_conv_bn(c_in, c_out, 1, stride))
+                         if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, block: type, blocks_per_stage: int, num_classes: int = 10, width_per_group: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, 16, 3), nn.ReLU(inplace=True))
         layers, c_in = [], 16
-        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(n):
-                layers.append(BasicBlock(c_in, c_out, stride if i == 0 else 1))
-                c_in = c_out
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks_per_stage):
+                layers.append(block(c_in, planes, stride if i == 0 else 1, width_per_group))
+                c_in = planes * block.expansion
         self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(c_in, num_classes)
+        _init_conv_bn(self)
 
     def forward(self, x):
         x = self.layers(self.stem(x))
@@ -71,85 +100,90 @@ class CifarResNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Wide ResNet (Zagoruyko & Komodakis, 2016): pre-activation wide basic blocks, widths 16k/32k/64k. WRN-20-8 as used
-# by the DLB paper has 3 blocks per stage (depth 6n+2 counting the stem and classifier).
+# He et al.'s own CIFAR ResNet (2016, Sec. 4.2): the same stages, but the shortcut subsamples and zero-pads the new
+# channels ("option A"), so it adds no parameters and no BatchNorm: the residual stream is never renormalized.
 # ---------------------------------------------------------------------------------------------------------------
 
-class WideBlock(nn.Module):
+class OptionABlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, bias=False)
-                         if stride != 1 or c_in != c_out else None)
+        self.branch = nn.Sequential(*_conv_bn(c_in, c_out, 3, stride), nn.ReLU(inplace=True),
+                                    *_conv_bn(c_out, c_out, 3))
+        self.stride, self.pad = stride, c_out - c_in
+
+    def shortcut(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)) if self.pad else x
 
     def forward(self, x):
-        o = F.relu(self.bn1(x))
-        y = self.conv2(F.relu(self.bn2(self.conv1(o))))
-        return y + (x if self.shortcut is None else self.shortcut(o))
+        return F.relu(self.branch(x) + self.shortcut(x))
 
 
-class WideResNet(nn.Module):
-    def __init__(self, depth: int, widen: int, num_classes: int = 10):
+class OptionAResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int = 10):
         super().__init__()
-        assert (depth - 2) % 6 == 0, "this WRN depth counts 6n+2 layers"
         n = (depth - 2) // 6
-        widths = (16 * widen, 32 * widen, 64 * widen)
-        self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.stem = nn.Sequential(*_conv_bn(3, 16, 3), nn.ReLU(inplace=True))
         layers, c_in = [], 16
-        for c_out, stride in zip(widths, (1, 2, 2)):
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(n):
-                layers.append(WideBlock(c_in, c_out, stride if i == 0 else 1))
+                layers.append(OptionABlock(c_in, c_out, stride if i == 0 else 1))
                 c_in = c_out
         self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(c_in)
-        self.fc = nn.Linear(c_in, num_classes)
+        self.fc = nn.Linear(64, num_classes)
+        _init_conv_bn(self)
 
     def forward(self, x):
-        x = F.relu(self.bn(self.layers(self.stem(x))))
+        x = self.layers(self.stem(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# DenseNet (Huang et al., 2017) for CIFAR, the basic version: 3 dense blocks of (L-4)/3 layers (BN-ReLU-Conv3x3,
-# growth rate k, each layer sees all earlier feature maps), transitions BN-ReLU-Conv1x1-AvgPool without compression.
+# DenseNet-BC (Huang et al., 2017) as the authors build DenseNet-40-12: a 3x3 stem with 24 channels, three dense
+# blocks of 6 layers (BN-ReLU-1x1 conv to 4k, BN-ReLU-3x3 conv to k = 12, concatenated), transitions that halve the
+# channels (BN-ReLU-1x1 conv, 2x2 average pool), a final BN-ReLU and a linear classifier.
 # ---------------------------------------------------------------------------------------------------------------
 
 class DenseLayer(nn.Module):
-    def __init__(self, c_in: int, growth: int):
+    def __init__(self, c_in: int, growth: int, bottleneck: int = 4):
         super().__init__()
-        self.bn = nn.BatchNorm2d(c_in)
-        self.conv = nn.Conv2d(c_in, growth, 3, 1, 1, bias=False)
+        self.body = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c_in, bottleneck * growth, 1, bias=False),
+                                  nn.BatchNorm2d(bottleneck * growth), nn.ReLU(inplace=True),
+                                  nn.Conv2d(bottleneck * growth, growth, 3, 1, 1, bias=False))
 
     def forward(self, x):
-        return torch.cat([x, self.conv(F.relu(self.bn(x)))], 1)
+        return torch.cat([x, self.body(x)], 1)
 
 
-class DenseNet(nn.Module):
-    def __init__(self, depth: int = 40, growth: int = 12, num_classes: int = 10):
+class DenseNetBC(nn.Module):
+    def __init__(self, layers_per_block: int = 6, growth: int = 12, num_classes: int = 10, c_init: int = 24,
+                 compression: float = 0.5):
         super().__init__()
-        n = (depth - 4) // 3
-        c = 16  # the basic (non-bottleneck) CIFAR DenseNet's first convolution has 16 channels
-        blocks = [nn.Conv2d(3, c, 3, 1, 1, bias=False)]
+        c = c_init
+        parts: list[nn.Module] = [nn.Conv2d(3, c, 3, 1, 1, bias=False)]
         for b in range(3):
-            for _ in range(n):
-                blocks.append(DenseLayer(c, growth))
+            for _ in range(layers_per_block):
+                parts.append(DenseLayer(c, growth))
                 c += growth
             if b < 2:
-                blocks += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, c, 1, bias=False), nn.AvgPool2d(2)]
-        blocks += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*blocks)
+                c_out = int(c * compression)
+                parts += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, c_out, 1, bias=False),
+                          nn.AvgPool2d(2)]
+                c = c_out
+        parts += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*parts)
         self.fc = nn.Linear(c, num_classes)
+        _init_conv_bn(self, mode="fan_in")
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, x):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# VGG-16 for CIFAR (Simonyan & Zisserman, 2015, configuration D) with BatchNorm; 32x32 inputs leave a 1x1x512 map,
-# so one linear layer classifies.
+# VGG-16 (Simonyan & Zisserman, 2015, configuration D) as the authors build it for 32x32 inputs: 13 convolutions
+# with bias, each followed by BN and ReLU, five 2x2 max pools (leaving 512 x 1 x 1), and a 512-512-512-K classifier.
 # ---------------------------------------------------------------------------------------------------------------
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -163,35 +197,45 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(c_in, v, 3, 1, 1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c_in, v, 3, 1, 1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
                 c_in = v
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(c_in, num_classes)
+        self.classifier = nn.Sequential(nn.Linear(c_in, 512), nn.ReLU(inplace=True), nn.Linear(512, 512),
+                                        nn.ReLU(inplace=True), nn.Linear(512, num_classes))
+        _init_conv_bn(self)
+        for m in self.classifier:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return self.classifier(torch.flatten(self.features(x), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# A small CNN that trains in seconds per epoch on a laptop CPU: for demos, notebooks and tests.
+# A small CNN that trains in seconds per epoch on a laptop CPU: for demos, notebooks and tests (ours).
 # ---------------------------------------------------------------------------------------------------------------
 
 def small_cnn(num_classes: int = 10) -> nn.Module:
     def block(c_in, c_out):
-        return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2)]
+        return [*_conv_bn(c_in, c_out, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
     return nn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(128, num_classes))
 
 
 ARCHS = {
-    "resnet32": lambda num_classes: CifarResNet(32, num_classes),
-    "resnet110": lambda num_classes: CifarResNet(110, num_classes),
+    "resnet32": lambda num_classes: ResNet(BasicBlock, 5, num_classes),
+    "resnet110": lambda num_classes: ResNet(Bottleneck, 12, num_classes),
+    "wrn20_8": lambda num_classes: ResNet(Bottleneck, 2, num_classes, width_per_group=512),
+    "densenet40_12": lambda num_classes: DenseNetBC(6, 12, num_classes),
     "vgg16": lambda num_classes: VGG(VGG16_CFG, num_classes),
-    "wrn20_8": lambda num_classes: WideResNet(20, 8, num_classes),
-    "densenet40_12": lambda num_classes: DenseNet(40, 12, num_classes),
+    "resnet32_option_a": lambda num_classes: OptionAResNet(32, num_classes),
     "small_cnn": small_cnn,
 }
+
+# The smallest input side each network accepts: five 2x2 max pools need 32 pixels; the others end in global pooling.
+MIN_IMAGE_SIZE = {"vgg16": 32, "small_cnn": 8, "resnet32": 4, "resnet110": 4, "wrn20_8": 4, "densenet40_12": 4,
+                  "resnet32_option_a": 4}
 
 
 def build_model(arch: str, num_classes: int = 10) -> nn.Module:

@@ -40,14 +40,20 @@ from .noise import check_label_noise, realized_rate, with_label_noise
 from .sampling import step_seed
 
 FORWARD_MODES = ("joint", "split")
+PRECISIONS = ("bf16", "fp32")
 
-# The paper's recipe (Sec. 4.1) and a short one for CPUs. The learning rate drops x0.1 at the same *fractions* of
-# the run as the paper's 150/180/210 of 240 epochs, so a shorter run keeps the schedule's shape.
+# The authors' recipe (their `base.py` and `dlb.py`, the paper's Sec. 4.1) and a short one for CPUs. The learning rate
+# drops x0.1 at the same *fractions* of the run as the authors' 150/180/210 of 240 epochs, so a shorter run keeps the
+# schedule's shape. `paper` also takes the authors' step: the fresh half and the repeated half forwarded in two calls,
+# fresh first, so BatchNorm sees each half alone (`forward="split"`), in float32 (`precision="fp32"`). T = 3 and
+# alpha = 1 are our defaults: the authors' `dlb.py` has none (both must be given on its command line).
 PRESETS = {
     "paper": dict(arch="resnet32", epochs=240, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
-                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0),
+                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
+                  forward="split", precision="fp32"),
     "quick": dict(arch="small_cnn", epochs=15, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
-                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0),
+                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
+                  forward="joint", precision="bf16"),
 }
 
 # Fields that may differ when a run is resumed: they do not change what is computed.
@@ -72,11 +78,12 @@ class TrainConfig:
     milestones: tuple = (0.625, 0.75, 0.875)  # fractions of `epochs` where the lr is multiplied by 0.1
     temperature: float = 3.0          # T
     alpha: float = 1.0                # weight of the consistency term
-    forward: str = "joint"            # "joint": one forward of both halves; "split": two forwards, as the original
+    forward: str = "joint"            # "joint": one forward of both halves; "split": two, fresh first, as the authors
     carry_over: bool = True           # repeat the last fresh half of an epoch at the start of the next
     seed: int = 0
     device: str = "auto"              # "auto", "cpu", "cuda", "cuda:1", ...
-    fast: str = "auto"                # "auto": on CUDA use bf16 autocast, channels_last, fused SGD; "off": never
+    fast: str = "auto"                # "auto": on CUDA use channels_last and fused SGD; "off": never
+    precision: str = "bf16"           # "bf16": autocast the forward on CUDA (never on a CPU); "fp32": never
     compile: bool = False             # torch.compile the model (CUDA; pays off on long runs)
     train_subset: int | None = None   # use only the first N training images (fast modes)
     test_subset: int | None = None
@@ -131,6 +138,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an integer >= 1 or None, got {value!r}")
         if self.fast not in ("auto", "off"):
             raise ConfigError(f"fast must be auto or off, got {self.fast!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}")
         resolve_device(self.device)
@@ -221,8 +230,9 @@ class Trainer:
         if self.world_size > 1 and config.forward == "split":
             raise ConfigError("forward split is not supported with several processes (DDP needs one forward per "
                               "backward): use --forward joint")
-        # The GPU fast path: bf16 autocast, channels_last activations and a fused optimizer step.
+        # The GPU fast path: channels_last activations and a fused optimizer step, and bf16 autocast unless fp32.
         self.fast = self.device.type == "cuda" and config.fast == "auto"
+        self.autocast = self.fast and config.precision == "bf16"
         self.memory_format = torch.channels_last if self.fast else torch.contiguous_format
         if resume and self.out_dir is None:
             raise ConfigError("resume needs an output folder (--out DIR) that holds a checkpoint")
@@ -278,10 +288,10 @@ class Trainer:
     # The loop
     # -----------------------------------------------------------------------------------------------------------
 
-    def epochs(self) -> Iterator[dict]:
-        """Train until ``config.epochs``; yield each epoch's history row as it finishes."""
+    def epochs(self, on_step: Callable[["Trainer", torch.Tensor], None] | None = None) -> Iterator[dict]:
+        """Train until ``config.epochs``; yield each epoch's history row as it finishes. See ``train_epoch``."""
         while self.sampler.epoch < self.config.epochs:
-            yield self.train_epoch()
+            yield self.train_epoch(on_step)
         if self.out_dir is not None and self.rank == 0:
             self._write_outputs()  # also after a resume that found the run already finished
 
@@ -291,23 +301,33 @@ class Trainer:
             pass
         return self.summary()
 
-    def train_epoch(self) -> dict:
+    def train_epoch(self, on_step: Callable[["Trainer", torch.Tensor], None] | None = None) -> dict:
+        """Train the rest of the current epoch; return its history row.
+
+        ``on_step(trainer, loss)`` runs after every optimizer step, with the run in a consistent state: it may read
+        or change ``trainer.method``'s settings, save a checkpoint, or raise to stop (a later ``train_epoch``
+        continues from the next step).
+        """
         cfg, epoch = self.config, self.sampler.epoch
         self.model.train()
         start = time.perf_counter()
         steps = len(self.sampler)
         bar = _progress_bar(total=steps, initial=self.sampler.step, disable=not self.progress,
                             desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}")
-        for batch in self.sampler:
-            self.train_step(batch, epoch, self.sampler.step - 1)
-            bar.update(1)
-            if (cfg.checkpoint_every and self.out_dir is not None and self.sampler.step % cfg.checkpoint_every == 0
-                    and self.sampler.step < steps):
-                self.running["time_s"] += time.perf_counter() - start
-                start = time.perf_counter()
-                self._check_finite(epoch)
-                self.save_checkpoint()
-        bar.close()
+        try:
+            for batch in self.sampler:
+                loss = self.train_step(batch, epoch, self.sampler.step - 1)
+                bar.update(1)
+                if on_step is not None:
+                    on_step(self, loss)
+                if (cfg.checkpoint_every and self.out_dir is not None
+                        and self.sampler.step % cfg.checkpoint_every == 0 and self.sampler.step < steps):
+                    self.running["time_s"] += time.perf_counter() - start
+                    start = time.perf_counter()
+                    self._check_finite(epoch)
+                    self.save_checkpoint()
+        finally:
+            bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # once per epoch, so the epoch time covers the queued GPU work
         self.running["time_s"] += time.perf_counter() - start
@@ -334,10 +354,12 @@ class Trainer:
         x, mix = self.augment(x, batch, gen)  # cutout, mixup or CutMix, each part of the batch on its own
         x = x.contiguous(memory_format=self.memory_format)
         y = self.y_train[idx]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.fast):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             if cfg.forward == "split" and r > 0:
-                # The original code's way: two forwards, so BatchNorm normalizes each half with its own statistics.
-                logits = torch.cat([self.net(x[:r]), self.net(x[r:])])
+                # The authors' step: the fresh half first, then the repeated half, in two calls, so BatchNorm
+                # normalizes each half with its own statistics and updates its running averages twice, fresh first.
+                fresh = self.net(x[r:])
+                logits = torch.cat([self.net(x[:r]), fresh])
             else:
                 logits = self.net(x)
         loss, ce, kd = self.method.loss(logits, y, batch, epoch, mix)  # methods.py: DLB's or a rival's loss
@@ -411,7 +433,7 @@ class Trainer:
         """Softmax probabilities of un-augmented images, in eval mode."""
         was_training = self.model.training
         self.model.eval()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.fast):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             out = torch.cat([F.softmax(self.model(normalize(x_uint8[i:i + batch_size], self.mean, self.std)
                                                   .contiguous(memory_format=self.memory_format)).float(), 1)
                              for i in range(0, len(x_uint8), batch_size)])

@@ -19,8 +19,17 @@ def test_nbytes_counts_logits_and_indices():
     cache = SoftTargetCache()
     cache.put(list(range(64)), torch.zeros(64, 100))
     assert cache.nbytes == 64 * 100 * 4 + 64 * 8
-    cache.put(list(range(64)), torch.zeros(64, 100, dtype=torch.bfloat16))
-    assert cache.nbytes == 64 * 100 * 2 + 64 * 8
+
+
+def test_half_precision_logits_are_cached_as_float32():
+    # Under bf16 autocast the teacher would otherwise keep only ~3 significant digits.
+    cache = SoftTargetCache()
+    logits = torch.randn(64, 100).bfloat16()
+    cache.put(list(range(64)), logits)
+    assert cache.get().dtype == torch.float32 and torch.equal(cache.get(), logits.float())
+    assert cache.nbytes == 64 * 100 * 4 + 64 * 8
+    cache.put([0], torch.zeros(1, 3, dtype=torch.float64))
+    assert cache.get().dtype == torch.float64  # reference computations in float64 keep their precision
 
 
 def test_get_with_other_indices_is_refused():
