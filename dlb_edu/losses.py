@@ -36,8 +36,10 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     if student_logits.shape != teacher_logits.shape:
         raise ConfigError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
                           f"{tuple(teacher_logits.shape)}")
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    # Half-precision logits (autocast) are promoted to float32; float32 and float64 keep their precision.
+    dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
+    log_p_student = F.log_softmax(student_logits.to(dtype) / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return temperature ** 2 * kl
 
@@ -52,7 +54,7 @@ def dlb_loss(logits: torch.Tensor, targets: torch.Tensor, cached_logits: torch.T
     """
     check_alpha(alpha)
     if ce is None:
-        ce = F.cross_entropy(logits.float(), targets)
+        ce = F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), targets)
     if cached_logits is None or len(cached_logits) == 0:
         kd = ce.new_zeros(())
     else:
