@@ -6,12 +6,21 @@ so even all of CIFAR-10 is 180 MB: keeping it resident (on the GPU when there is
 augmenting per sample in worker processes. The augmentation (4-pixel zero-padded random crop, horizontal flip; He et
 al., 2016) is one function for a whole batch, driven by an explicit ``torch.Generator``, so a run can be replayed
 exactly and a repeated sample gets a fresh crop and flip each time it is drawn.
+
+Bad data is refused at the door with one :class:`~dlb_edu.errors.DataError` line that names the file and what is
+wrong: every file source goes through :func:`check_arrays` (what a labelled image data set is), every image file
+through one decoder that turns PIL's many failure types into that line, and :func:`check_trainable` refuses, before
+any training, images too small for the network and a training set with nothing to learn.
 """
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -30,9 +39,21 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
 
 
-@dataclass
+class ChannelStats(NamedTuple):
+    """Per-channel statistics of uint8 images, scaled to [0, 1]."""
+    mean: torch.Tensor  # float32 (C,)
+    std: torch.Tensor  # float32 (C,), unbiased; 1 where the channel is constant (see ImageData.std)
+    constant: torch.Tensor  # bool (C,): the channel holds one value throughout
+
+
+@dataclass(frozen=True, eq=False)
 class ImageData:
-    """A labelled image data set held in memory: uint8 images (N, 3, H, W), int64 labels."""
+    """A labelled image data set held in memory: uint8 images (N, 3, H, W), int64 labels.
+
+    Frozen, so the normalization statistics, computed once from ``x_train`` on first use, keep describing it (the
+    tensors are shared, not copied: to change pixels, make a new ``ImageData``). A :meth:`subset` is a new
+    ``ImageData`` with statistics of its own: those of the training images actually used.
+    """
     name: str
     classes: tuple[str, ...]
     x_train: torch.Tensor
@@ -44,14 +65,25 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @cached_property
+    def stats(self) -> ChannelStats:
+        """The training images' per-channel statistics, computed on first access only."""
+        return channel_stats(self.x_train)
+
     @property
     def mean(self) -> torch.Tensor:
         """Per-channel mean of the training images, in [0, 1]."""
-        return self.x_train.float().mean(dim=(0, 2, 3)) / 255
+        return self.stats.mean
 
     @property
     def std(self) -> torch.Tensor:
-        return self.x_train.float().std(dim=(0, 2, 3)) / 255
+        """Per-channel standard deviation of the training images, in [0, 1]; 1 for a constant channel.
+
+        A channel with one value throughout (a blue channel that is always 0, say) carries no information, and
+        dividing by its zero deviation would give 0/0 = NaN at the first step. With 1 in its place the channel
+        normalizes to zeros, and the crop's zero padding to ``-mean``: finite, as scikit-learn's StandardScaler does.
+        """
+        return self.stats.std
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "ImageData":
         """The first ``n_train`` training and ``n_test`` test images (fast modes and demos)."""
@@ -88,10 +120,7 @@ def load_cifar10_mini(path: str | Path) -> ImageData:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} not found: copy cifar10-mini.npz from the shared data folder into data/")
-    with np.load(path) as f:
-        return ImageData("cifar10-mini", tuple(str(c) for c in f["classes"]),
-                         _nhwc_to_tensor(f["x_train"]), torch.as_tensor(f["y_train"], dtype=torch.long),
-                         _nhwc_to_tensor(f["x_test"]), torch.as_tensor(f["y_test"], dtype=torch.long))
+    return image_data_from_arrays(read_npz(path), "cifar10-mini", source=str(path))
 
 
 def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> ImageData:
@@ -104,19 +133,18 @@ def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> Ima
     except RuntimeError as e:
         raise DataError(f"{name} not found in {root}: run with --download (about 170 MB), or pass an "
                         f"image-folder path ({e})") from None
-    return ImageData(name, tuple(train.classes),
-                     _nhwc_to_tensor(train.data), torch.as_tensor(train.targets, dtype=torch.long),
-                     _nhwc_to_tensor(test.data), torch.as_tensor(test.targets, dtype=torch.long))
+    arrays = {"classes": train.classes, "x_train": train.data, "y_train": np.asarray(train.targets),
+              "x_test": test.data, "y_test": np.asarray(test.targets)}
+    return image_data_from_arrays(arrays, name, source=f"{name} in {root}")
 
 
 def load_image_folder(path: str | Path) -> ImageData:
     """An image folder in torchvision's ImageFolder layout: ``path/{train,test}/<class>/<image>``.
 
     Class order is the sorted folder names (for the CIFAR-10 JPEG copy, the CIFAR-10 label order). All images must
-    have one size; they are decoded once into memory.
+    have one size; they are decoded once into memory. At least two classes; a file that does not decode is refused
+    by name.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"image folder {path} does not exist")
@@ -125,17 +153,13 @@ def load_image_folder(path: str | Path) -> ImageData:
     if test_classes != classes:
         raise DataError(f"{path}/test has classes {test_classes[:5]}..., {path}/train has {classes[:5]}...: "
                         f"they must be the same")
-    splits, size = {}, None
+    check_class_names(classes, str(path / "train"))  # before decoding any image
+    arrays, size = {"classes": classes}, None
     for split in ("train", "test"):
         images, labels = [], []
         for label, cls in enumerate(classes):
-            files = sorted(f for f in (path / split / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            for f in files:
-                try:
-                    with Image.open(f) as im:
-                        arr = np.asarray(im.convert("RGB"))
-                except (UnidentifiedImageError, OSError) as e:
-                    raise DataError(f"cannot read image {f}: {e}") from None
+            for f in _list_dir(path / split / cls, lambda f: f.suffix.lower() in IMAGE_SUFFIXES):
+                arr = read_image(f)
                 if size is None:
                     size = arr.shape
                 elif arr.shape != size:
@@ -145,8 +169,29 @@ def load_image_folder(path: str | Path) -> ImageData:
                 labels.append(label)
         if not images:
             raise DataError(f"{path / split} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-        splits[split] = (_nhwc_to_tensor(np.stack(images)), torch.tensor(labels, dtype=torch.long))
-    return ImageData(path.name, tuple(classes), *splits["train"], *splits["test"])
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = np.stack(images), np.array(labels)
+    return image_data_from_arrays(arrays, path.name, source=str(path))
+
+
+def read_image(f: Path) -> np.ndarray:
+    """One image file as uint8 RGB (H, W, 3), or a DataError naming the file.
+
+    PIL reports a bad file with many exception types (``UnidentifiedImageError``, ``OSError`` for a truncated file,
+    ``ValueError`` for a corrupt PPM header, ``DecompressionBombError``, which is none of those), so every
+    ``Exception`` from decoding is the file's fault here. Its ``DecompressionBombWarning`` (over 89 M pixels, not yet
+    the error's 179 M) is an error too: such an image is no training image, and decoding it could exhaust memory.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                return np.asarray(im.convert("RGB"))
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read image {f}: not an image format PIL can decode") from None
+    except Exception as e:
+        raise DataError(f"cannot read image {f}: {_reason(e)}") from None
 
 
 def make_synthetic(num_classes: int = 10, n_train: int = 512, n_test: int = 256, size: int = 32,
@@ -170,14 +215,184 @@ def make_synthetic(num_classes: int = 10, n_train: int = 512, n_test: int = 256,
 def _class_folders(split_dir: Path) -> list[str]:
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} is missing: an image folder needs train/ and test/, one sub-folder per class")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    classes = [d.name for d in _list_dir(split_dir, Path.is_dir)]
     if not classes:
         raise DataError(f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/")
     return classes
 
 
+def _list_dir(folder: Path, keep) -> list[Path]:
+    """The sorted entries of ``folder`` for which ``keep(entry)``; an unreadable folder is a DataError."""
+    try:
+        return sorted(f for f in folder.iterdir() if keep(f))
+    except OSError as e:
+        raise DataError(f"cannot list {folder}: {e.strerror or _reason(e)}") from None
+
+
 def _nhwc_to_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.uint8).transpose(0, 3, 1, 2)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation: refuse at the door what would crash the loader or the model later
+# ---------------------------------------------------------------------------------------------------------------
+
+ARRAY_KEYS = ("classes", "x_train", "y_train", "x_test", "y_test")
+_INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Those of the arrays ``ARRAY_KEYS`` an .npz archive holds, or a DataError naming the file and what is wrong
+    with it as a file (:func:`check_arrays` judges the arrays)."""
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or _reason(e)}") from None
+    if empty:
+        raise DataError(f"{path} is empty: an image data set needs arrays {', '.join(ARRAY_KEYS)} "
+                        f"(numpy.savez writes them)")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
+    try:
+        with np.load(path, allow_pickle=False) as f:  # never unpickle: a data file must not run code
+            return {k: f[k] for k in ARRAY_KEYS if k in f.files}
+    except Exception as e:  # zipfile, zlib and numpy each raise their own types for a damaged archive
+        raise DataError(f"{path} is damaged: {_reason(e)}") from None
+
+
+def check_arrays(arrays: Mapping[str, Any], source: str) -> None:
+    """Refuse what is not a labelled image data set, in one line that names ``source`` and what is wrong.
+
+    ``arrays`` maps ``ARRAY_KEYS`` to NumPy arrays or tensors, wherever they came from: ``classes``, at least two
+    distinct names; ``x_train``/``x_test``, non-empty uint8 images (N, H, W, 3), both splits of one size (the layout
+    of every file format here); ``y_train``/``y_test``, one integer label per image, each in [0, K).
+    """
+    missing = [k for k in ARRAY_KEYS if k not in arrays]
+    if missing:
+        held = f"it has {', '.join(arrays)}" if arrays else "it holds no arrays"
+        raise DataError(f"{source} lacks {', '.join(missing)} ({held}): an image data set needs arrays "
+                        f"{', '.join(ARRAY_KEYS)}")
+    classes = np.asarray(arrays["classes"])
+    if classes.ndim != 1:
+        raise DataError(f"{source}: classes must be a list of class names, got shape {classes.shape}")
+    check_class_names([str(c) for c in classes.tolist()], source)
+    k = len(classes)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if _dtype(x) != "uint8":
+            raise DataError(f"{source}: x_{split} has dtype {_dtype(x)}, expected uint8 (pixel values 0..255)")
+        if len(x.shape) != 4 or x.shape[-1] != 3:
+            hint = ": it looks channels-first, transpose it" if len(x.shape) == 4 and x.shape[1] == 3 else ""
+            raise DataError(f"{source}: x_{split} has shape {tuple(x.shape)}, expected (N, H, W, 3) RGB "
+                            f"images{hint}")
+        if x.shape[0] == 0:
+            raise DataError(f"{source}: x_{split} holds no images")
+        if _dtype(y) not in _INT_DTYPES or len(y.shape) != 1:
+            raise DataError(f"{source}: y_{split} must be one integer label per image, got dtype {_dtype(y)} and "
+                            f"shape {tuple(y.shape)}")
+        if y.shape[0] != x.shape[0]:
+            raise DataError(f"{source}: {x.shape[0]} images in x_{split} but {y.shape[0]} labels in y_{split}")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= k:
+            raise DataError(f"{source}: y_{split} holds labels {low}..{high}, but there are {k} classes: labels "
+                            f"must be in 0..{k - 1}")
+    if tuple(arrays["x_train"].shape[1:3]) != tuple(arrays["x_test"].shape[1:3]):
+        (h, w), (th, tw) = arrays["x_train"].shape[1:3], arrays["x_test"].shape[1:3]
+        raise DataError(f"{source}: training images are {w}x{h}, test images {tw}x{th}: they must have one size")
+
+
+def check_class_names(names: list[str], source: str) -> None:
+    """At least two classes (a classifier, label noise and every loss here need them), with distinct names."""
+    if len(names) < 2:
+        raise DataError(f"{source}: {len(names)} class{'' if len(names) == 1 else 'es'} ({_short(names)}): a "
+                        f"classifier needs at least 2")
+    if len(set(names)) != len(names):
+        raise DataError(f"{source}: class names must be distinct, got {_short(names)}")
+
+
+def image_data_from_arrays(arrays: Mapping[str, Any], name: str, source: str) -> ImageData:
+    """An :class:`ImageData` from checked (N, H, W, 3) arrays (see :func:`check_arrays`); ``source`` names them."""
+    check_arrays(arrays, source)
+
+    def labels(key):
+        return torch.as_tensor(np.asarray(arrays[key]), dtype=torch.long)
+
+    return ImageData(name, tuple(str(c) for c in np.asarray(arrays["classes"]).tolist()),
+                     _nhwc_to_tensor(arrays["x_train"]), labels("y_train"),
+                     _nhwc_to_tensor(arrays["x_test"]), labels("y_test"))
+
+
+def check_image_size(data: ImageData, arch: str, min_side: int, max_side: int | None = None) -> None:
+    """Refuse images the network ``arch`` cannot take: a side under ``min_side`` (its pooling would reach zero
+    pixels) or, for a network whose classifier expects a fixed feature size, over ``max_side``."""
+    h, w = data.x_train.shape[2:]
+    if min(h, w) < min_side:
+        raise DataError(f"{data.name}: images are {w}x{h}, arch {arch} needs at least {min_side}x{min_side} (each "
+                        f"pooling halves the side): resize the images or choose another --arch")
+    if max_side is not None and max(h, w) > max_side:
+        raise DataError(f"{data.name}: images are {w}x{h}, arch {arch} takes at most {max_side}x{max_side} (its "
+                        f"classifier expects a fixed feature size): resize the images or choose another --arch")
+
+
+def check_trainable(data: ImageData, arch: str, min_side: int, max_side: int | None = None) -> None:
+    """Refuse, before any training, data the network ``arch`` cannot take or cannot learn from.
+
+    The data must be a labelled image data set (:func:`check_arrays`, also for an ``ImageData`` built by hand), of a
+    size ``arch`` takes (:func:`check_image_size`), and its training images must not all be one solid colour: then
+    every channel is constant and there is nothing to learn (a single constant channel is fine, see
+    :attr:`ImageData.std`). Call it on the data actually trained on, after subsetting.
+    """
+    check_arrays({"classes": data.classes, "x_train": data.x_train.permute(0, 2, 3, 1), "y_train": data.y_train,
+                  "x_test": data.x_test.permute(0, 2, 3, 1), "y_test": data.y_test}, data.name)
+    check_image_size(data, arch, min_side, max_side)
+    if bool(data.stats.constant.all()):
+        colour = ", ".join(str(round(v * 255)) for v in data.mean.tolist())
+        raise DataError(f"{data.name}: every training image is one solid colour (RGB {colour}): there is nothing "
+                        f"to learn; check how the images were made")
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> ChannelStats:
+    """Per-channel mean and unbiased standard deviation of uint8 images (N, C, H, W), scaled to [0, 1].
+
+    Counting how often each of the 256 values occurs in each channel gives the sums of values and of squares
+    exactly, in integers, without a float copy of the set (all of CIFAR-10 as float32 is 600 MB): ``chunk`` images
+    at a time, one channel at a time. A constant channel's deviation is replaced by 1 (see :attr:`ImageData.std`).
+    """
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.numel() == 0:
+        raise DataError(f"statistics need non-empty uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    counts = torch.zeros(x.shape[1], 256, dtype=torch.int64)
+    for start in range(0, len(x), chunk):
+        block = x[start:start + chunk].cpu()
+        for c in range(x.shape[1]):
+            counts[c] += torch.bincount(block[:, c].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.int64)
+    means, stds = [], []
+    for n, s, ss in zip(counts.sum(1).tolist(), (counts * values).sum(1).tolist(),
+                        (counts * values ** 2).sum(1).tolist()):
+        # Python integers: n * ss - s * s is exact (it can pass 2**63 for all of CIFAR-10).
+        means.append(s / n / 255)
+        stds.append(((n * ss - s * s) / (n * (n - 1))) ** 0.5 / 255 if n > 1 else 0.0)
+    std = torch.tensor(stds, dtype=torch.float32)
+    constant = std == 0
+    return ChannelStats(torch.tensor(means, dtype=torch.float32), torch.where(constant, torch.ones_like(std), std),
+                        constant)
+
+
+def _dtype(a: Any) -> str:
+    """``uint8``, ``float32``, ... for a NumPy array or a tensor alike."""
+    return str(a.dtype).removeprefix("torch.")
+
+
+def _short(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "") if names else "none"
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 # ---------------------------------------------------------------------------------------------------------------

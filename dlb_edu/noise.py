@@ -45,6 +45,9 @@ def noisy_labels(labels: torch.Tensor, classes, rate: float, kind: str = "symmet
     noisy = clean.clone()
     if rate == 0:
         return noisy.to(labels.device)
+    if num_classes < 2:  # a corrupted label is a *different* class: with one class there is none
+        raise ConfigError(f"label_noise needs at least 2 classes (a corrupted label is another class); this data "
+                          f"set has {num_classes}")
     if kind == "symmetric":
         k = round(rate * len(clean))
         chosen = torch.randperm(len(clean), generator=g)[:k]
