@@ -233,9 +233,11 @@ ARCHS = {
     "small_cnn": small_cnn,
 }
 
-# The smallest input side each network accepts: five 2x2 max pools need 32 pixels; the others end in global pooling.
+# The image sides each network accepts. VGG-16's five 2x2 max pools must leave a 1x1 map for its 512-wide classifier
+# (sides 32 to 63); small_cnn's three pools need 8; the others end in global pooling after two stride-2 stages.
 MIN_IMAGE_SIZE = {"vgg16": 32, "small_cnn": 8, "resnet32": 4, "resnet110": 4, "wrn20_8": 4, "densenet40_12": 4,
                   "resnet32_option_a": 4}
+MAX_IMAGE_SIZE = {"vgg16": 63}
 
 
 def build_model(arch: str, num_classes: int = 10) -> nn.Module:
