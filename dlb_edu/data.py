@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,29 @@ from .errors import DataError
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DATASETS = ("cifar10", "cifar100", "cifar10-mini", "synthetic")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+MINI_FILE = "cifar10-mini.npz"  # package data, in dlb_edu/datasets/
 
 
 def default_data_dir() -> Path:
-    """``$DLB_EDU_DATA`` if set, else the project's ``data/`` folder (it ships ``cifar10-mini.npz``)."""
+    """Where data sets are looked for and downloaded to (``--data-root`` overrides it).
+
+    ``$DLB_EDU_DATA`` if set; else, in a source checkout, its ``data/`` folder; else (an installed package)
+    ``$XDG_CACHE_HOME/dlb-edu``, by default ``~/.cache/dlb-edu``, so that every notebook and run on a machine
+    shares one download whatever its working folder. The bundled mini set is not read from here unless a copy is
+    put here (see :func:`bundled_mini`).
+    """
     env = os.environ.get("DLB_EDU_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "data").is_dir():
+        return checkout / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlb-edu"
+
+
+def bundled_mini() -> resources.abc.Traversable:
+    """``cifar10-mini.npz`` as package data (``dlb_edu/datasets/``), so a wheel or a git install carries it."""
+    return resources.files("dlb_edu") / "datasets" / MINI_FILE
 
 
 @dataclass
@@ -72,7 +90,10 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     """Load a data set by name (``cifar10``, ``cifar100``, ``cifar10-mini``, ``synthetic``) or image-folder path."""
     root = Path(root) if root is not None else default_data_dir()
     if name == "cifar10-mini":
-        return load_cifar10_mini(root / "cifar10-mini.npz")
+        if (root / MINI_FILE).is_file():  # a copy in the data root overrides the bundled one
+            return load_cifar10_mini(root / MINI_FILE)
+        with resources.as_file(bundled_mini()) as path:
+            return load_cifar10_mini(path)
     if name in ("cifar10", "cifar100"):
         return load_torchvision_cifar(name, root, download)
     if name == "synthetic":
@@ -87,7 +108,7 @@ def load_cifar10_mini(path: str | Path) -> ImageData:
     """The bundled 4,000 + 1,000 CIFAR-10 images with their exact pixels."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path} not found: copy cifar10-mini.npz from the shared data folder into data/")
+        raise DataError(f"{path} not found: reinstall dlb-edu (the mini set ships inside the package)")
     with np.load(path) as f:
         return ImageData("cifar10-mini", tuple(str(c) for c in f["classes"]),
                          _nhwc_to_tensor(f["x_train"]), torch.as_tensor(f["y_train"], dtype=torch.long),
