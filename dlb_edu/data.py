@@ -116,15 +116,30 @@ def load_cifar10_mini(path: str | Path) -> ImageData:
 
 
 def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> ImageData:
-    """CIFAR-10 or CIFAR-100 through torchvision (which checks the archive's MD5 and shows download progress)."""
+    """CIFAR-10 or CIFAR-100 in torchvision's format, read by torchvision (which checks each file's MD5).
+
+    With ``download``, a missing set is fetched by :func:`dlb_edu.download.fetch` (torchvision's URL, then
+    mirrors, each archive checked against its MD5; a partial file is resumed) and unpacked into ``root``.
+    """
     import torchvision
+    from torchvision.datasets.utils import extract_archive
+
+    from .download import cifar_archive, fetch
+
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    root = Path(root)
     try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
+        train, test = cls(str(root), train=True), cls(str(root), train=False)
     except RuntimeError as e:
-        raise DataError(f"{name} not found in {root}: run with --download (about 170 MB), or pass an "
-                        f"image-folder path ({e})") from None
+        if not download:
+            raise DataError(f"{name} not found in {root}: run with --download (about 170 MB), or pass an "
+                            f"image-folder path ({e})") from None
+        extract_archive(str(fetch(cifar_archive(name), root)), str(root))
+        try:
+            train, test = cls(str(root), train=True), cls(str(root), train=False)
+        except RuntimeError as e:
+            raise DataError(f"{name} in {root} is corrupt after unpacking: delete {root / cls.base_folder} and "
+                            f"run again ({e})") from None
     return ImageData(name, tuple(train.classes),
                      _nhwc_to_tensor(train.data), torch.as_tensor(train.targets, dtype=torch.long),
                      _nhwc_to_tensor(test.data), torch.as_tensor(test.targets, dtype=torch.long))
