@@ -128,4 +128,5 @@ def test_on_colab_the_cell_installs_from_the_address_and_the_next_cells_load_the
     package = next(line for line in lines if line.startswith("package:")).split(": ", 1)[1]
     assert package.startswith(str(tmp_path / "venv")), package  # installed, not found in the checkout
     assert "mini set: (4000, 3, 32, 32)" in lines
-    print(f"faked-Colab setup cell, install and imports in {time.perf_counter() - start:.1f} s")
+    print(f"faked-Colab setup cell, install and imports in {time.perf_counter() - start:.1f} s; "
+          f"it printed {device[0]!r}")

@@ -275,3 +275,16 @@ def test_load_dataset_downloads_through_the_mirrors_and_unpacks(mirror, tmp_path
     assert md5sum(root / "cifar-10-python.tar.gz") == spec.md5
     load_dataset("cifar10", root=root, download=True)  # already there: no second download
     assert mirror.requests == [("good", None)]
+
+
+def test_the_cli_ends_with_the_by_hand_line_and_exit_code_2(tmp_path, monkeypatch, capsys, down_url):
+    from dlb_edu.cli import main
+
+    spec = Archive("cifar-10-python.tar.gz", "0" * 32, (down_url,))
+    monkeypatch.setattr(download, "cifar_archive", lambda name: spec)
+    code = main(["train", "--dataset", "cifar10", "--download", "--data-root", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert err[-1] == (f"dlb_edu: error: could not download cifar-10-python.tar.gz from any mirror: download it from "
+                       f"{down_url} by hand (MD5 {'0' * 32}) and put it in {tmp_path / 'data'}")
