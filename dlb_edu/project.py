@@ -29,7 +29,8 @@ def device_line(colab: bool = False) -> str:
     device = resolve_device("auto")
     if device.type == "cuda":
         return f"device: cuda ({torch.cuda.get_device_name(device)}), torch {torch.__version__}"
-    line = f"device: cpu ({torch.get_num_threads()} threads), torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    line = f"device: cpu ({threads} thread{'s' * (threads != 1)}), torch {torch.__version__}"
     if colab:
         line += (" -- this Colab runtime has no GPU: Runtime > Change runtime type > a GPU (e.g. T4) > Save, "
                  "then run the notebook again from the top")
