@@ -42,7 +42,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-subset", type=int, help="use only the first N training images")
     p.add_argument("--test-subset", type=int, help="use only the first N test images")
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every K steps")
-    p.add_argument("--data-root", help="where data sets live (default: the project's data/)")
+    p.add_argument("--data-root", help="where data sets live (default: $DLB_EDU_DATA, else data/ in a checkout, "
+                                       "else ~/.cache/dlb-edu)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10/100 into the data root if missing")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="start over in an --out folder that holds another run")

@@ -19,6 +19,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -31,12 +32,29 @@ from .errors import DataError
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DATASETS = ("cifar10", "cifar100", "cifar10-mini", "synthetic")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+MINI_FILE = "cifar10-mini.npz"  # package data, in dlb_edu/datasets/
 
 
 def default_data_dir() -> Path:
-    """``$DLB_EDU_DATA`` if set, else the project's ``data/`` folder (it ships ``cifar10-mini.npz``)."""
+    """Where data sets are looked for and downloaded to (``--data-root`` overrides it).
+
+    ``$DLB_EDU_DATA`` if set; else, in a source checkout, its ``data/`` folder; else (an installed package)
+    ``$XDG_CACHE_HOME/dlb-edu``, by default ``~/.cache/dlb-edu``, so that every notebook and run on a machine
+    shares one download whatever its working folder. The bundled mini set is not read from here unless a copy is
+    put here (see :func:`bundled_mini`).
+    """
     env = os.environ.get("DLB_EDU_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "data").is_dir():
+        return checkout / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dlb-edu"
+
+
+def bundled_mini() -> resources.abc.Traversable:
+    """``cifar10-mini.npz`` as package data (``dlb_edu/datasets/``), so a wheel or a git install carries it."""
+    return resources.files("dlb_edu") / "datasets" / MINI_FILE
 
 
 class ChannelStats(NamedTuple):
@@ -104,7 +122,10 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     """Load a data set by name (``cifar10``, ``cifar100``, ``cifar10-mini``, ``synthetic``) or image-folder path."""
     root = Path(root) if root is not None else default_data_dir()
     if name == "cifar10-mini":
-        return load_cifar10_mini(root / "cifar10-mini.npz")
+        if (root / MINI_FILE).exists():  # a copy in the data root overrides the bundled one (or is refused)
+            return load_cifar10_mini(root / MINI_FILE)
+        with resources.as_file(bundled_mini()) as path:
+            return load_cifar10_mini(path)
     if name in ("cifar10", "cifar100"):
         return load_torchvision_cifar(name, root, download)
     if name == "synthetic":
@@ -119,20 +140,35 @@ def load_cifar10_mini(path: str | Path) -> ImageData:
     """The bundled 4,000 + 1,000 CIFAR-10 images with their exact pixels."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path} not found: copy cifar10-mini.npz from the shared data folder into data/")
+        raise DataError(f"{path} not found: reinstall dlb-edu (the mini set ships inside the package)")
     return image_data_from_arrays(read_npz(path), "cifar10-mini", source=str(path))
 
 
 def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> ImageData:
-    """CIFAR-10 or CIFAR-100 through torchvision (which checks the archive's MD5 and shows download progress)."""
+    """CIFAR-10 or CIFAR-100 in torchvision's format, read by torchvision (which checks each file's MD5).
+
+    With ``download``, a missing set is fetched by :func:`dlb_edu.download.fetch` (torchvision's URL, then
+    mirrors, each archive checked against its MD5; a partial file is resumed) and unpacked into ``root``.
+    """
     import torchvision
+    from torchvision.datasets.utils import extract_archive
+
+    from .download import cifar_archive, fetch
+
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    root = Path(root)
     try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
+        train, test = cls(str(root), train=True), cls(str(root), train=False)
     except RuntimeError as e:
-        raise DataError(f"{name} not found in {root}: run with --download (about 170 MB), or pass an "
-                        f"image-folder path ({e})") from None
+        if not download:
+            raise DataError(f"{name} not found in {root}: run with --download (about 170 MB), or pass an "
+                            f"image-folder path ({e})") from None
+        extract_archive(str(fetch(cifar_archive(name), root)), str(root))
+        try:
+            train, test = cls(str(root), train=True), cls(str(root), train=False)
+        except RuntimeError as e:
+            raise DataError(f"{name} in {root} is corrupt after unpacking: delete {root / cls.base_folder} and "
+                            f"run again ({e})") from None
     arrays = {"classes": train.classes, "x_train": train.data, "y_train": np.asarray(train.targets),
               "x_test": test.data, "y_test": np.asarray(test.targets)}
     return image_data_from_arrays(arrays, name, source=f"{name} in {root}")

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from dlb_edu.data import (AugmentedDataset, default_data_dir, load_dataset, make_synthetic, normalize,
-                          random_crop_flip)
+from dlb_edu.data import (AugmentedDataset, bundled_mini, load_cifar10_mini, load_dataset, make_synthetic,
+                          normalize, random_crop_flip)
 from dlb_edu.errors import DataError
 
 
@@ -18,7 +18,7 @@ def test_bundled_mini_cifar10_has_exact_shapes_and_labels():
     assert data.x_test.shape == (1000, 3, 32, 32)
     assert data.classes[0] == "airplane" and data.classes[-1] == "truck"
     assert set(data.y_train.tolist()) == set(range(10))
-    assert (default_data_dir() / "cifar10-mini.npz").exists()
+    assert bundled_mini().is_file()  # package data (dlb_edu/datasets/), not a file of the checkout
 
 
 def test_synthetic_is_small_balanced_and_deterministic():
@@ -72,7 +72,7 @@ def test_missing_cifar_says_how_to_get_it(tmp_path):
 
 def test_missing_mini_says_how_to_get_it(tmp_path):
     with pytest.raises(DataError, match="cifar10-mini.npz"):
-        load_dataset("cifar10-mini", root=tmp_path)
+        load_cifar10_mini(tmp_path / "cifar10-mini.npz")
 
 
 def write_image_folder(root: Path, classes=("cat", "dog"), per_class=3, size=(32, 32)):
