@@ -198,6 +198,8 @@ class RunDir:
     def open(self, config: dict, resume: bool, force: bool) -> dict | None:
         """Apply the folder's rules for a run with settings ``config`` (``TrainConfig.to_dict()``); lock it; return
         the checkpoint to resume from, or None to start from scratch."""
+        if resume and force:
+            raise ConfigError("--resume continues the run in --out and --force starts it over: pass one of them")
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} is a file, not a folder")
         if resume and not force and not self.path.exists():

@@ -155,6 +155,8 @@ CASES = [
     ("config-json-is-a-list", folder_with_config("[]"), "config.json is not a run configuration"),
     ("config-json-is-null", folder_with_config("null"), "config.json is not a run configuration"),
     ("config-json-is-garbage", folder_with_config("{not json"), "config.json is not a run configuration"),
+    ("resume-and-force", lambda t: ["train", *FAST, "--out", finished_run(t), "--resume", "--force"],
+     "--resume continues the run in --out and --force starts it over: pass one of them"),
     ("resume-without-checkpoint", lambda t: ["train", *FAST, "--out", str(t / "empty"), "--resume"],
      "nothing to resume"),
     ("corrupt-checkpoint", corrupt_checkpoint, "is corrupt or not a dlb_edu checkpoint"),
@@ -188,10 +190,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, expected):
 
 @pytest.mark.parametrize("argv", [
     ["train", *FAST, "--seed", "100000000000000"],       # used to overflow in the sampler's seed arithmetic
+    ["train", *FAST, "--seed", "100000000000000", "--label-noise", "0.2", "--method", "cs_kd"],  # and the others'
     ["train", *FAST, "--seed", str(2 ** 63 - 1)],
     ["train", *FAST, "--method", "tf_kd", "--tfkd-correct-prob", "0.5"],
     ["train", *FAST, "--milestones"],                    # no milestone: a constant learning rate
-], ids=["seed-1e14", "largest-seed", "tfkd-correct-prob-a-half", "no-milestones"])
+], ids=["seed-1e14", "seed-1e14-noise-pairs", "largest-seed", "tfkd-correct-prob-a-half", "no-milestones"])
 def test_good_inputs_that_used_to_break_train(argv):
     assert main(argv) == 0
 

@@ -221,7 +221,7 @@ def short_config(**kw):
     dict(method="cs_kd", label_noise=0.2, label_noise_type="symmetric"),
     dict(method="ps_kd", label_noise=0.2, label_noise_type="asymmetric"),
 ], ids=lambda o: "-".join(str(v) for v in o.values()))
-def test_short_run_learns(tiny, options):
+def test_smoke_every_method_and_option_trains_and_learns(tiny, options):
     trainer = Trainer(short_config(**options), data=tiny, progress=False)
     trainer.run()
     assert trainer.history[-1]["test_acc"] > 0.35  # chance is 0.1

@@ -19,7 +19,7 @@ def tiny(**overrides):
 
 
 @pytest.mark.parametrize("method,forward", [("baseline", "joint"), ("dlb", "joint"), ("dlb", "split")])
-def test_two_epochs_on_synthetic_data_learn(synthetic, method, forward):
+def test_smoke_two_epochs_on_synthetic_data_learn(synthetic, method, forward):
     trainer = Trainer(tiny(method=method, forward=forward), data=synthetic, progress=False)
     trainer.run()
     assert [h["epoch"] for h in trainer.history] == [1, 2]
