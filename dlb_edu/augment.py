@@ -45,35 +45,25 @@ class Mix:
         return lam * target_probs + (1 - lam) * target_probs[self.perm]
 
 
-def check_augment(kind: str, cutout_size: int, mix_alpha: float, cutmix_prob: float) -> None:
-    if kind not in AUGMENTS:
-        raise ConfigError(f"unknown augment {kind!r}: choose one of {', '.join(AUGMENTS)}")
-    if not isinstance(cutout_size, int) or cutout_size < 1:
-        raise ConfigError(f"cutout_size must be an integer >= 1 (pixels), got {cutout_size!r}")
-    if not mix_alpha > 0:
-        raise ConfigError(f"mix_alpha must be > 0 (lam ~ Beta(mix_alpha, mix_alpha)), got {mix_alpha}")
-    if not 0 <= cutmix_prob <= 1:
-        raise ConfigError(f"cutmix_prob must be in [0, 1], got {cutmix_prob}")
-
-
 class Augmenter:
     """``x, mix = augmenter(x, batch, generator)``: the extra augmentation of one normalized batch.
 
-    ``mix`` is None unless the batch was mixed (mixup, CutMix). The parts come from the batch: its first
-    ``batch.num_repeated`` rows and the rest; with ``batch.mirror_mix`` both parts get the same mix.
+    ``mix`` is None unless the batch was mixed (mixup, CutMix). The parts come from the batch's ``parts`` (a DLB
+    batch's repeated and fresh halves, a CS-KD batch's pairs and anchors; a plain list is one part); with
+    ``batch.mirror_mix`` all parts get the same mix.
     """
 
     def __init__(self, kind: str = "none", cutout_size: int = 16, mix_alpha: float = 1.0, cutmix_prob: float = 0.5):
-        check_augment(kind, cutout_size, mix_alpha, cutmix_prob)
-        self.kind, self.cutout_size, self.mix_alpha, self.cutmix_prob = kind, cutout_size, mix_alpha, cutmix_prob
+        from .config import check_value  # the rules of TrainConfig's fields of the same names (config imports us)
+        self.kind, self.cutout_size = check_value("augment", kind), check_value("cutout_size", cutout_size)
+        self.mix_alpha, self.cutmix_prob = check_value("mix_alpha", mix_alpha), check_value("cutmix_prob", cutmix_prob)
 
     def __call__(self, x: torch.Tensor, batch, generator: torch.Generator) -> tuple[torch.Tensor, Mix | None]:
         if self.kind == "none":
             return x, None
         if self.kind == "cutout":
             return cutout(x, self.cutout_size, generator), None
-        r = getattr(batch, "num_repeated", 0)
-        sizes = [s for s in (r, len(x) - r) if s > 0]
+        sizes = getattr(batch, "parts", [len(x)])
         return mix_batch(x, self.kind, sizes, generator, self.mix_alpha, self.cutmix_prob,
                          mirror=getattr(batch, "mirror_mix", False))
 

@@ -20,14 +20,16 @@ class SoftTargetCache:
         self.logits: torch.Tensor | None = None
 
     def put(self, indices, logits: torch.Tensor) -> None:
-        """Store ``logits`` (one row per index), detached: no gradient will ever flow back into the step that made them."""
+        """Store ``logits`` (one row per index), detached: no gradient will ever flow back into the step that made
+        them."""
         indices = torch.as_tensor(indices, dtype=torch.long).cpu()
         if logits.dim() != 2 or logits.shape[0] != len(indices):
             raise ConfigError(f"logits must have shape (len(indices)={len(indices)}, num_classes), "
                               f"got {tuple(logits.shape)}")
         logits = logits.detach()
         # Kept in float32 whatever the autocast dtype (bf16 logits would round the teacher); float64 stays float64.
-        self.indices, self.logits = indices, logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        half = logits.dtype in (torch.float16, torch.bfloat16)
+        self.indices, self.logits = indices, logits.float() if half else logits
 
     def get(self, indices=None) -> torch.Tensor | None:
         """The cached logits (None before the first ``put``). With ``indices``, check they are the cached ones."""

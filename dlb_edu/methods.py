@@ -4,13 +4,14 @@ The DLB paper's claims are comparative: Shen et al. (CVPR 2022) set DLB beside o
 soft targets without a pre-trained teacher. Each method here is one small class with the same two calls from the
 trainer:
 
-    loss, ce, reg = method.loss(logits, y, batch, epoch, mix)   # before backward
-    method.after_step(batch, logits)                            # remember what this step teaches a later one
+    loss, ce, consistency = method.loss(logits, y, batch, epoch, mix)   # before backward
+    method.after_step(batch, logits)                                    # remember what this step teaches a later one
 
-``ce`` is the cross-entropy the method uses, ``reg`` its extra term (logged as ``train_consistency``; zero where the
-method folds everything into the targets). ``batch`` is the sampler's batch (``num_repeated`` leading rows, then the
-fresh ones), ``mix`` the augmentation's :class:`~dlb_edu.augment.Mix` or None: with mixup or CutMix every target,
-hard or soft, is mixed the way the images were.
+``ce`` is the cross-entropy the method uses, ``consistency`` its extra term, a KL divergence toward soft targets
+(logged as ``train_consistency``; zero where the method folds everything into the targets). ``batch`` is the
+sampler's batch (a :class:`~dlb_edu.sampling.DLBBatch`, or CS-KD's :class:`~dlb_edu.pairs.ClassPairBatch`), ``mix``
+the augmentation's :class:`~dlb_edu.augment.Mix` or None: with mixup or CutMix every target, hard or soft, is mixed
+the way the images were. The settings are checked once, by :class:`~dlb_edu.config.TrainConfig`.
 
     method           loss                                                  defaults (paper)
     baseline         CE(y)                                                 -
@@ -30,32 +31,9 @@ import torch.nn.functional as F
 from .augment import Mix
 from .cache import SoftTargetCache
 from .errors import ConfigError
-from .losses import check_alpha, check_temperature, consistency_loss, dlb_loss
+from .losses import consistency_loss, dlb_loss, loss_precision
 from .pairs import ClassPairBatchSampler
 from .sampling import DLBBatchSampler, PlainBatchSampler
-
-
-def _check_in_unit(name: str, value: float, low_open: bool = False) -> None:
-    if not (0 < value <= 1 if low_open else 0 <= value <= 1):  # also refuses NaN
-        raise ConfigError(f"{name} must be in {'(0' if low_open else '[0'}, 1], got {value}")
-
-
-def check_method_options(config) -> None:
-    """Every method's settings in ``config`` (a TrainConfig), whichever method runs: bad values fail early."""
-    _check_in_unit("ls_epsilon", config.ls_epsilon)
-    _check_in_unit("tfkd_alpha", config.tfkd_alpha)
-    _check_in_unit("tfkd_correct_prob", config.tfkd_correct_prob, low_open=True)
-    _check_in_unit("pskd_alpha_T", config.pskd_alpha_T)
-    for name in ("tfkd_temperature", "cskd_temperature"):
-        if not getattr(config, name) > 0:
-            raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}")
-    if not config.cskd_lambda >= 0:
-        raise ConfigError(f"cskd_lambda must be >= 0, got {config.cskd_lambda}")
-
-
-def _f32(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits (autocast) to float32; float32 and float64 stay as they are."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
@@ -64,7 +42,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mix: Mix | None =
     ``targets`` are class indices (n,) or distributions (n, K). With a ``mix``, row i's target is
     ``lam_i t_i + (1 - lam_i) t_perm(i)``, which for hard labels is mixup's ``lam CE(y_i) + (1 - lam) CE(y_j)``.
     """
-    logits = _f32(logits)
+    logits = loss_precision(logits)
     if targets.dim() == 1:
         if mix is None:
             return F.cross_entropy(logits, targets)
@@ -87,6 +65,7 @@ class Method:
     batch_sampler = PlainBatchSampler  # called as batch_sampler(num_samples, batch_size, shuffle=, seed=, ...)
 
     def loss(self, logits, y, batch, epoch: int, mix: Mix | None = None):
+        """``(loss, ce, consistency)`` of one batch; ``loss`` is what is minimized."""
         ce = cross_entropy(logits, y, mix)
         return ce, ce, ce.new_zeros(())
 
@@ -117,10 +96,9 @@ class DLB(Method):
     name = "dlb"
     batch_sampler = DLBBatchSampler
 
-    def __init__(self, cache: SoftTargetCache, temperature: float = 3.0, alpha: float = 1.0):
-        check_temperature(temperature)
-        check_alpha(alpha)
-        self.cache, self.temperature, self.alpha = cache, temperature, alpha
+    def __init__(self, cache: SoftTargetCache | None = None, temperature: float = 3.0, alpha: float = 1.0):
+        self.cache = cache if cache is not None else SoftTargetCache()
+        self.temperature, self.alpha = temperature, alpha
 
     def loss(self, logits, y, batch, epoch, mix=None):
         # No cache at the first step of a run, or of an epoch without carry-over: plain cross-entropy then.
@@ -134,6 +112,12 @@ class DLB(Method):
     def nbytes(self):
         return self.cache.nbytes
 
+    def state_dict(self):
+        return {"cache": self.cache.state_dict()}
+
+    def load_state_dict(self, state, device="cpu"):
+        self.cache.load_state_dict(state["cache"], device)
+
 
 class LabelSmoothing(Method):
     """Label smoothing regularization (Szegedy et al., CVPR 2016, Sec. 7; eps = 0.1).
@@ -144,14 +128,13 @@ class LabelSmoothing(Method):
     name = "label_smoothing"
 
     def __init__(self, num_classes: int, epsilon: float = 0.1):
-        _check_in_unit("ls_epsilon", epsilon)
         self.num_classes, self.epsilon = num_classes, epsilon
 
     def targets(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         return (1 - self.epsilon) * F.one_hot(y, self.num_classes).to(dtype) + self.epsilon / self.num_classes
 
     def loss(self, logits, y, batch, epoch, mix=None):
-        ce = cross_entropy(logits, self.targets(y, _f32(logits).dtype), mix)
+        ce = cross_entropy(logits, self.targets(y, loss_precision(logits).dtype), mix)
         return ce, ce, ce.new_zeros(())
 
 
@@ -173,22 +156,18 @@ class TfKD(Method):
     name = "tf_kd"
 
     def __init__(self, num_classes: int, alpha: float = 0.1, temperature: float = 20.0, correct_prob: float = 0.99):
-        _check_in_unit("tfkd_alpha", alpha)
-        check_temperature(temperature)
-        if not 1 / num_classes <= correct_prob <= 1:
-            raise ConfigError(f"tfkd_correct_prob must be in [1/K, 1] = [{1 / num_classes:.3g}, 1], got {correct_prob}")
         self.num_classes, self.alpha, self.temperature = num_classes, alpha, temperature
         self.correct_prob = correct_prob
 
     def teacher(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """``softmax(p^d / T)`` for each label: the softened virtual teacher, one row per sample."""
         k = self.num_classes
-        p_d = torch.full((len(y), k), (1 - self.correct_prob) / (k - 1), dtype=dtype, device=y.device)
+        p_d = torch.full((len(y), k), (1 - self.correct_prob) / max(k - 1, 1), dtype=dtype, device=y.device)
         p_d[torch.arange(len(y), device=y.device), y] = self.correct_prob
         return F.softmax(p_d / self.temperature, dim=1)
 
     def loss(self, logits, y, batch, epoch, mix=None):
-        logits = _f32(logits)
+        logits = loss_precision(logits)
         ce = cross_entropy(logits, y, mix)
         t = self.teacher(y, logits.dtype)
         if mix is not None:
@@ -211,18 +190,14 @@ class CSKD(Method):
     name = "cs_kd"
 
     def __init__(self, labels: torch.Tensor, temperature: float = 4.0, lam: float = 1.0):
-        check_temperature(temperature)
-        if not lam >= 0:
-            raise ConfigError(f"cskd_lambda must be >= 0, got {lam}")
         self.temperature, self.lam = temperature, lam
         self.batch_sampler = functools.partial(ClassPairBatchSampler, labels=labels.cpu())
 
     def loss(self, logits, y, batch, epoch, mix=None):
-        r = batch.num_repeated
-        anchors = slice(r, len(logits))
+        anchors, pairs = batch.scored, slice(0, batch.num_pairs)
         ce = cross_entropy(logits[anchors], y[anchors], _rows(mix, anchors))
-        kd = consistency_loss(logits[anchors], logits[:r].detach(), self.temperature)
-        return ce + self.lam * kd, ce, kd
+        consistency = consistency_loss(logits[anchors], logits[pairs].detach(), self.temperature)
+        return ce + self.lam * consistency, ce, consistency
 
 
 class PSKD(Method):
@@ -239,7 +214,6 @@ class PSKD(Method):
     name = "ps_kd"
 
     def __init__(self, labels: torch.Tensor, num_classes: int, epochs: int, alpha_T: float = 0.8):
-        _check_in_unit("pskd_alpha_T", alpha_T)
         self.alpha_T, self.epochs, self.num_classes = alpha_T, epochs, num_classes
         # Before a sample's first visit its "previous prediction" is its label, so the first epoch's target is one-hot.
         self.predictions = F.one_hot(labels, num_classes).float()
@@ -254,12 +228,12 @@ class PSKD(Method):
 
     def loss(self, logits, y, batch, epoch, mix=None):
         idx = torch.as_tensor(batch, device=logits.device)
-        ce = cross_entropy(logits, self.targets(y, idx, epoch, _f32(logits).dtype), mix)
+        ce = cross_entropy(logits, self.targets(y, idx, epoch, loss_precision(logits).dtype), mix)
         return ce, ce, ce.new_zeros(())
 
     def after_step(self, batch, logits):
         idx = torch.as_tensor(batch, device=logits.device)
-        self.predictions[idx] = F.softmax(_f32(logits).detach(), dim=1).to(self.predictions.dtype)
+        self.predictions[idx] = F.softmax(loss_precision(logits).detach(), dim=1).to(self.predictions.dtype)
 
     @property
     def nbytes(self):
@@ -278,13 +252,14 @@ class PSKD(Method):
 METHODS = ("baseline", "dlb", "label_smoothing", "tf_kd", "cs_kd", "ps_kd")
 
 
-def build_method(config, labels: torch.Tensor, num_classes: int, cache: SoftTargetCache | None = None) -> Method:
-    """The method object for ``config.method``; ``labels`` are the (possibly noisy) training labels."""
+def build_method(config, labels: torch.Tensor, num_classes: int) -> Method:
+    """The method object for ``config.method`` (a validated TrainConfig); ``labels`` are the (possibly noisy)
+    training labels."""
     name = config.method
     if name == "baseline":
         return Method()
     if name == "dlb":
-        return DLB(cache if cache is not None else SoftTargetCache(), config.temperature, config.alpha)
+        return DLB(SoftTargetCache(), config.temperature, config.alpha)
     if name == "label_smoothing":
         return LabelSmoothing(num_classes, config.ls_epsilon)
     if name == "tf_kd":

@@ -21,26 +21,23 @@ def mean_kl(prev_probs: torch.Tensor, probs: torch.Tensor, eps: float = 1e-12) -
     return kl.mean().item()
 
 
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    """ECE: the confidence-weighted gap between confidence and accuracy over ``n_bins`` equal-width bins."""
-    confidence, predicted = probs.max(1)
-    correct = (predicted == labels).float()
-    bins = torch.clamp((confidence * n_bins).long(), max=n_bins - 1)  # confidence 1.0 goes in the last bin
-    ece = torch.zeros((), dtype=torch.float64)
-    for b in range(n_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            gap = (confidence[in_bin].double().mean() - correct[in_bin].double().mean()).abs()
-            ece += in_bin.double().mean() * gap
-    return ece.item()
-
-
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15):
-    """Per bin: (mean confidence, accuracy, count), for a reliability diagram. Empty bins give NaN."""
+    """Per bin: (mean confidence, accuracy, count), for a reliability diagram. Empty bins give NaN.
+
+    The confidence is the top probability; bin ``b`` holds the samples with confidence in ``[b/n, (b+1)/n)``, the
+    last bin also confidence 1.
+    """
     confidence, predicted = probs.max(1)
-    correct = (predicted == labels).float()
+    correct = (predicted == labels).double()
     bins = torch.clamp((confidence * n_bins).long(), max=n_bins - 1)
     count = torch.bincount(bins, minlength=n_bins).double()
     conf = torch.bincount(bins, weights=confidence.double(), minlength=n_bins) / count
-    acc = torch.bincount(bins, weights=correct.double(), minlength=n_bins) / count
+    acc = torch.bincount(bins, weights=correct, minlength=n_bins) / count
     return conf, acc, count
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): ``sum_b (n_b / N) |confidence_b - accuracy_b|`` over the reliability bins."""
+    conf, acc, count = reliability_bins(probs, labels, n_bins)
+    used = count > 0
+    return ((count[used] / count.sum()) * (conf[used] - acc[used]).abs()).sum().item()

@@ -21,6 +21,7 @@ import dataclasses
 import torch
 
 from .errors import ConfigError
+from .seeds import derive_seed
 
 NOISE_TYPES = ("symmetric", "asymmetric")
 
@@ -40,7 +41,7 @@ def noisy_labels(labels: torch.Tensor, classes, rate: float, kind: str = "symmet
     """A corrupted copy of ``labels`` (int64, any device); ``classes`` are the class names, in label order."""
     check_label_noise(rate, kind)
     num_classes = len(classes)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + 424_242)  # its own stream: not the sampler's, not the model's
+    g = torch.Generator().manual_seed(derive_seed(seed, 424_242))  # its own stream: not the sampler's, not the model's
     clean = labels.cpu()
     noisy = clean.clone()
     if rate == 0:

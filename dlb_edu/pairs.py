@@ -6,9 +6,10 @@ each batch holds ``B`` *anchors*, each index once per epoch as in the baseline, 
 uniformly from the *other* training samples that carry the same (possibly noisy) label. The authors' sampler may draw
 the anchor itself (``random.choice`` over the whole class); we exclude it, unless the class has one sample only.
 
-The partners are listed first, so the batch reads like a DLB batch: ``num_repeated`` extra rows, then the fresh ones
-the trainer counts accuracy on. The partners of a batch are a function of ``(seed, epoch, step)``, so resuming needs
-nothing beyond the sampler's position.
+A :class:`ClassPairBatch` lists the partners first, then the anchors; only the anchors count for the training
+accuracy, and both halves go through one forward call (``forward="split"`` is refused for CS-KD: it would normalize
+pairs and anchors with separate BatchNorm statistics). The partners of a batch are a function of
+``(seed, epoch, step)``, so resuming needs nothing beyond the sampler's position.
 """
 from __future__ import annotations
 
@@ -17,20 +18,39 @@ from typing import Iterator
 import torch
 
 from .errors import ConfigError
-from .sampling import DLBBatch, DLBBatchSampler, step_seed
+from .sampling import DLBBatchSampler, step_seed
+from .seeds import derive_seed
+
+_PAIR_STREAM = 17  # the pairs' coordinate under the step's seed: a stream apart from the step's augmentation
 
 
-class ClassPairBatch(DLBBatch):
-    """``pairs`` (one per anchor, same class) first, then the ``anchors``; augmentation mixes both halves alike."""
+class ClassPairBatch(list):
+    """``pairs`` (one per anchor, same class) first, then the ``anchors``: a list of data set indices."""
     mirror_mix = True  # read by augment.Augmenter: pair i is mixed exactly like anchor i
+
+    def __init__(self, pairs: list[int], anchors: list[int]):
+        if len(pairs) != len(anchors):
+            raise ConfigError(f"a class-pair batch needs one pair per anchor, got {len(pairs)} and {len(anchors)}")
+        super().__init__(pairs + anchors)
+        self.num_pairs = len(pairs)
 
     @property
     def pairs(self) -> list[int]:
-        return self.repeated
+        return self[: self.num_pairs]
 
     @property
     def anchors(self) -> list[int]:
-        return self.fresh
+        return self[self.num_pairs:]
+
+    @property
+    def parts(self) -> list[int]:
+        """Row counts of the pairs and the anchors (augment.py mixes them alike)."""
+        return [self.num_pairs, self.num_pairs]
+
+    @property
+    def scored(self) -> slice:
+        """The rows whose predictions count for the training accuracy: the anchors."""
+        return slice(self.num_pairs, len(self))
 
 
 class ClassPairBatchSampler(DLBBatchSampler):
@@ -51,8 +71,7 @@ class ClassPairBatchSampler(DLBBatchSampler):
 
     def partners(self, anchors: list[int], epoch: int, step: int) -> list[int]:
         """One uniformly drawn other sample of the same class per anchor (the anchor itself if it is alone)."""
-        # A stream of its own: the step's augmentation generator is seeded with step_seed itself.
-        g = torch.Generator().manual_seed((step_seed(self.seed, epoch, step) * 31 + 17) % 2 ** 63)
+        g = torch.Generator().manual_seed(derive_seed(step_seed(self.seed, epoch, step), _PAIR_STREAM))
         a = torch.as_tensor(anchors, dtype=torch.long)
         c = self.labels[a]
         others = (self.class_count[c] - 1).clamp_min(1)

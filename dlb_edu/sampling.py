@@ -13,22 +13,35 @@ import torch
 from torch.utils.data import Sampler
 
 from .errors import ConfigError
+from .seeds import derive_seed
 
 
-def step_seed(seed: int, epoch: int, step: int) -> int:
-    """The seed of one step's randomness: a function of (seed, epoch, step) alone, so a resumed run replays it."""
-    return ((seed * 1_000_003 + epoch) * 1_000_003 + step) % (2 ** 63)
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """The seed of one step's randomness (crops, flips, mixing): a function of (seed, epoch, step) alone, so a resumed
+    run replays it. Another rank than 0 adds its rank as a fourth coordinate: each process augments its own way."""
+    return derive_seed(seed, epoch, step, rank) if rank else derive_seed(seed, epoch, step)
 
 
 class DLBBatch(list):
     """A list of dataset indices: ``num_repeated`` repeated ones first, then the fresh ones.
 
-    It is a plain list to a DataLoader; the trainer reads ``num_repeated`` to split the batch.
+    It is a plain list to a DataLoader. The trainer and the augmenter read ``parts`` (the row counts of the repeated
+    and the fresh half, each forwarded on its own with ``forward="split"`` and mixed on its own by mixup or CutMix)
+    and ``scored`` (the rows whose predictions count for the training accuracy: the fresh half).
     """
+    mirror_mix = False  # the two halves are mixed independently (augment.py)
 
     def __init__(self, repeated: list[int], fresh: list[int]):
         super().__init__(repeated + fresh)
         self.num_repeated = len(repeated)
+
+    @property
+    def parts(self) -> list[int]:
+        return [n for n in (self.num_repeated, len(self) - self.num_repeated) if n > 0]
+
+    @property
+    def scored(self) -> slice:
+        return slice(self.num_repeated, len(self))
 
     @property
     def repeated(self) -> list[int]:
@@ -58,14 +71,14 @@ class DLBBatchSampler(Sampler[list[int]]):
                  carry_over: bool = True, rank: int = 0, world_size: int = 1):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if not isinstance(batch_size, int) or not 1 <= batch_size <= num_samples:
-            raise ConfigError(f"batch_size must be an integer in [1, {num_samples}] (the data set size), "
-                              f"got {batch_size!r}")
         if not 0 <= rank < world_size:
             raise ConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if batch_size * world_size > num_samples:
-            raise ConfigError(f"batch_size x world_size = {batch_size * world_size} exceeds the data set size "
-                              f"{num_samples}")
+        # The one check of the batch size against the data (the config checks that it is a positive integer).
+        per_rank = num_samples // world_size
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= per_rank:
+            share = "" if world_size == 1 else f" shared by {world_size} processes"
+            raise ConfigError(f"batch_size must be in [1, {per_rank}] (the training set of {num_samples} images"
+                              f"{share}), got {batch_size!r}")
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.carry_over = shuffle, seed, carry_over
         self.rank, self.world_size = rank, world_size
@@ -76,7 +89,7 @@ class DLBBatchSampler(Sampler[list[int]]):
     def epoch_order(self, epoch: int) -> list[int]:
         """This rank's fresh indices for ``epoch``, in order. Ranks get disjoint, equally long shares."""
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
             order = torch.randperm(self.num_samples, generator=g)
         else:
             order = torch.arange(self.num_samples)

@@ -1,23 +1,20 @@
 """Plots for the CLI and the notebooks: training curves, calibration, the index stream, memory, the loss, sweeps.
 
 Every function draws on matplotlib axes (made for you, or passed in) and returns the figure, so notebooks, widgets
-and the CLI share one drawing of each thing.
+and the CLI share one drawing of each thing. Importing this module leaves matplotlib's backend alone: a notebook
+keeps its inline backend, a script its own; the CLI passes a ``matplotlib.figure.Figure``, which needs none.
 """
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg", "widget", "ipympl"):
-    matplotlib.use("Agg")  # a headless default for the CLI; notebooks keep their inline backend
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from . import metrics  # noqa: E402
-from .data import random_crop_flip  # noqa: E402
-from .errors import ConfigError  # noqa: E402
+from . import metrics
+from .data import random_crop_flip
+from .errors import ConfigError
 
 METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452", "label_smoothing": "#55A868", "tf_kd": "#8172B3",
                  "cs_kd": "#937860", "ps_kd": "#C44E52"}

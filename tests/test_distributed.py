@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 TRAIN = ["train", "--dataset", "synthetic", "--batch-size", "32", "--test-subset", "64", "--device", "cpu",
          "--no-progress"]
@@ -50,7 +52,7 @@ def test_rank_zero_writes_outputs_and_resume_matches_an_uninterrupted_run(tmp_pa
     fresh = [set(r["sampler"]["last_fresh"]) for r in state["ranks"]]
     assert not fresh[0] & fresh[1]
     for r in state["ranks"]:
-        assert r["cache"]["indices"].tolist() == r["sampler"]["last_fresh"]
+        assert r["method"]["cache"]["indices"].tolist() == r["sampler"]["last_fresh"]
 
     torchrun("-m", "dlb_edu", *TRAIN, "--epochs", "1", "--out", str(part))
     torchrun("-m", "dlb_edu", *TRAIN, "--epochs", "2", "--out", str(part), "--resume")

@@ -1,5 +1,9 @@
-"""Kill real training processes (SIGKILL) at several points, resume them, and compare with an uninterrupted run."""
+"""Real training processes, killed (SIGKILL) at chosen points, then resumed; the run folder's safety rules with real
+processes: a run is never silently replaced, ``--force`` leaves a resumable run at every kill point, a second process
+is refused, and no checkpoint holds non-finite weights."""
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -8,17 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from resume_checks import assert_same_weights
+
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 # 512 synthetic images, B = 64: 8 steps per epoch; a checkpoint every 3 steps and at every epoch end.
 ARGS = ["train", "--dataset", "synthetic", "--epochs", "3", "--batch-size", "64", "--test-subset", "64",
         "--device", "cpu", "--checkpoint-every", "3", "--no-progress"]
 
 
-def cli(out, *extra, kill=None):
+def cli(out, *extra, kill=None, args=ARGS):
+    """Run the CLI in a new process (``kill``: a kill point of kill_points.py); return the finished process."""
     if kill is None:
-        cmd = [sys.executable, "-m", "dlb_edu", *ARGS, "--out", str(out), *extra]
+        cmd = [sys.executable, "-m", "dlb_edu", *args, "--out", str(out), *extra]
     else:
-        cmd = [sys.executable, str(HERE / "kill_points.py"), *kill, "--", *ARGS, "--out", str(out), *extra]
+        cmd = [sys.executable, str(HERE / "kill_points.py"), *kill, "--", *args, "--out", str(out), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
@@ -26,6 +35,12 @@ def final_state(out):
     state = torch.load(Path(out) / "checkpoint.pt", weights_only=True)
     history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in state["history"]]
     return state["model"], history
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +65,95 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, kil
     assert resumed.returncode == 0, resumed.stderr
     model, history = final_state(tmp_path)
     ref_model, ref_history = reference
-    for name, tensor in ref_model.items():
-        assert torch.equal(model[name], tensor), name
+    assert_same_weights(model, ref_model)
     assert json.dumps(history) == json.dumps(ref_history)  # exact, NaN included
-    csv_rows = (tmp_path / "history.csv").read_text().strip().splitlines()
-    assert len(csv_rows) == 1 + 3
+    assert len((tmp_path / "history.csv").read_text().strip().splitlines()) == 1 + 3
+    assert not list(tmp_path.glob(".*.tmp"))  # the half-written temporary file of the kill is gone
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
     assert cli(tmp_path, kill=("step", "5")).returncode == -signal.SIGKILL
-    proc = cli(tmp_path, "--resume", "--alpha", "0.5")
-    assert proc.returncode == 2
-    assert "different run" in proc.stderr and "alpha" in proc.stderr and "Traceback" not in proc.stderr
+    err = one_error_line(cli(tmp_path, "--resume", "--alpha", "0.5"))
+    assert "different run" in err and "alpha" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run folder's safety rules, with real processes
+# ---------------------------------------------------------------------------------------------------------------
+
+ONE_EPOCH = [*ARGS, "--epochs", "1"]  # the last --epochs counts: 8 steps, checkpoints after step 3, 6 and 8
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run (temperature 3), to copy into each test's folder."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli(out, args=ONE_EPOCH).returncode == 0
+    return out
+
+
+def copy_of(finished, tmp_path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_a_finished_run_without_its_config_json_is_not_replaced(tmp_path, finished):
+    out = copy_of(finished, tmp_path)
+    (out / "config.json").unlink()
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "history.csv", "summary.json")}
+    err = one_error_line(cli(out, "--temperature", "4", args=ONE_EPOCH))
+    assert "holds a different run (temperature: 3.0 -> 4.0)" in err
+    assert "already holds this run" in one_error_line(cli(out, args=ONE_EPOCH))
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("kill,survivor", [
+    (("step", "2"), "old"),          # before the new run's first checkpoint
+    (("save", "1"), "old"),          # while its first checkpoint is being written
+    (("after_write", "1"), "new"),   # its checkpoint is in place, config.json is still the old run's
+    (("after_write", "2"), "new"),   # config.json replaced, history.csv still the old run's
+    (("after_write", "3"), "new"),   # history.csv replaced too
+], ids=["before-first-checkpoint", "during-first-checkpoint", "after-checkpoint", "after-config", "after-history"])
+def test_force_leaves_either_the_old_or_the_new_run_resumable_at_every_kill_point(tmp_path, finished, kill,
+                                                                                   survivor):
+    out = copy_of(finished, tmp_path)
+    new = ("--temperature", "4")
+    assert cli(out, *new, "--force", kill=kill, args=ONE_EPOCH).returncode == -signal.SIGKILL
+    old_resume, new_resume = (), new
+    refused, resumed = (new_resume, old_resume) if survivor == "old" else (old_resume, new_resume)
+    assert "holds a different run" in one_error_line(cli(out, *refused, "--resume", args=ONE_EPOCH))
+    proc = cli(out, *resumed, "--resume", args=ONE_EPOCH)
+    assert proc.returncode == 0, proc.stderr
+    temperature = json.loads((out / "config.json").read_text())["temperature"]
+    assert temperature == (3.0 if survivor == "old" else 4.0)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["temperature"] == temperature
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + the one epoch
+
+
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(HERE / "kill_points.py"), "pause", "2", "--", *ARGS, "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "paused"  # it holds the folder, mid-epoch
+        err = one_error_line(cli(out, "--resume"))
+        assert f"another process (pid {first.pid}) is using {out}" in err
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert cli(out, "--resume").returncode == 0  # the lock died with its process
+
+
+def test_no_checkpoint_with_non_finite_weights_is_ever_written(tmp_path):
+    # lr 1e30: the first step's update is huge but finite, the next loss is not.
+    proc = cli(tmp_path, "--lr", "1e30", "--checkpoint-every", "1")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("dlb_edu: training stopped: the ")  # loss, or weights, no longer finite
+    kept = re.search(rf"the last finite checkpoint is {re.escape(str(tmp_path / 'checkpoint.pt'))} "
+                     rf"\(epoch 1, step (\d+)\)$", proc.stderr.strip())
+    assert kept, proc.stderr
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert state["ranks"][0]["sampler"]["step"] == int(kept.group(1))
+    assert all(torch.isfinite(t).all() for t in state["ranks"][0]["stats"]["step_losses"])

@@ -12,10 +12,11 @@ from dlb_edu.cache import SoftTargetCache
 from dlb_edu.data import CIFAR10_CLASSES, make_synthetic
 from dlb_edu.errors import ConfigError
 from dlb_edu.losses import dlb_loss
-from dlb_edu.methods import CSKD, DLB, METHODS, PSKD, LabelSmoothing, Method, TfKD, cross_entropy
+from dlb_edu.methods import CSKD, DLB, METHODS, PSKD, LabelSmoothing, TfKD, cross_entropy
 from dlb_edu.pairs import ClassPairBatch, ClassPairBatchSampler
 from dlb_edu.sampling import DLBBatch, PlainBatchSampler
 from dlb_edu.train import TrainConfig, Trainer
+from resume_checks import assert_same_weights, interrupted_then_resumed
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hand-written references: plain Python floats (double precision), one sample at a time.
@@ -149,8 +150,9 @@ def test_mixed_cross_entropy_is_the_lambda_weighted_cross_entropy():
 
 
 @pytest.mark.parametrize("field,value", [("ls_epsilon", 1.2), ("tfkd_alpha", -0.1), ("tfkd_correct_prob", 0.0),
-                                         ("tfkd_temperature", 0.0), ("cskd_temperature", -1.0),
-                                         ("cskd_lambda", -1.0), ("pskd_alpha_T", 1.5), ("method", "mixup")])
+                                         ("tfkd_correct_prob", 0.3), ("tfkd_temperature", 0.0),
+                                         ("cskd_temperature", -1.0), ("cskd_lambda", -1.0), ("pskd_alpha_T", 1.5),
+                                         ("method", "mixup")])
 def test_bad_method_settings_are_refused_with_their_name(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value}).validate()
@@ -219,34 +221,11 @@ def short_config(**kw):
     dict(method="cs_kd", label_noise=0.2, label_noise_type="symmetric"),
     dict(method="ps_kd", label_noise=0.2, label_noise_type="asymmetric"),
 ], ids=lambda o: "-".join(str(v) for v in o.values()))
-def test_short_run_learns(tiny, options):
+def test_smoke_every_method_and_option_trains_and_learns(tiny, options):
     trainer = Trainer(short_config(**options), data=tiny, progress=False)
     trainer.run()
     assert trainer.history[-1]["test_acc"] > 0.35  # chance is 0.1
     assert all(math.isfinite(v) for v in trainer.history[-1].values())
-
-
-class Interrupt(Exception):
-    pass
-
-
-def interrupted_then_resumed(config, data, out_dir, stop_after_steps):
-    """Train with checkpoints every 2 steps, stop (as if killed) after ``stop_after_steps``, resume to the end."""
-    trainer = Trainer(config, data=data, out_dir=out_dir, progress=False)
-    step, calls = trainer.train_step, []
-
-    def stopping_step(*args):
-        calls.append(1)
-        if len(calls) > stop_after_steps:
-            raise Interrupt
-        return step(*args)
-    trainer.train_step = stopping_step
-    with pytest.raises(Interrupt):
-        trainer.run()
-    resumed = Trainer(config, data=data, out_dir=out_dir, resume=True, progress=False)
-    assert 0 < resumed.sampler.step < len(resumed.sampler)  # it really resumes mid-epoch
-    resumed.run()
-    return resumed
 
 
 @pytest.mark.parametrize("options", [dict(method="ps_kd"), dict(method="cs_kd"),
@@ -258,17 +237,12 @@ def test_resume_mid_epoch_gives_bitwise_identical_weights(tiny, tmp_path, option
     uninterrupted = Trainer(dataclasses.replace(config, checkpoint_every=0), data=tiny, progress=False)
     uninterrupted.run()
     resumed = interrupted_then_resumed(config, tiny, tmp_path / "run", stop_after_steps=8 + 5)
-    for (name, a), b in zip(uninterrupted.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_weights(uninterrupted.model.state_dict(), resumed.model.state_dict())
     if options["method"] == "ps_kd":
         assert torch.equal(uninterrupted.method.predictions, resumed.method.predictions)
         saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
         assert saved["ranks"][0]["method"]["predictions"].shape == (256, 10)
     assert [r["test_acc"] for r in uninterrupted.history] == [r["test_acc"] for r in resumed.history]
-
-
-def test_baseline_is_the_plain_method():
-    assert type(Method()).__name__ == "Method" and Method.batch_sampler is PlainBatchSampler
 
 
 # ---------------------------------------------------------------------------------------------------------------

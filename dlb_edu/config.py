@@ -1,0 +1,271 @@
+"""What defines a run, and the one place where its values are checked.
+
+:class:`TrainConfig` holds every setting of a run. Each field carries its rule beside its default (type, allowed
+range or choices) and its help text; :meth:`TrainConfig.validate`, called on construction and again by the trainer,
+applies those rules, so a bad value is refused with a one-line :class:`~dlb_edu.errors.ConfigError` naming the field
+before any data is loaded or any file is written. The command line (``cli.py``) is generated from the same fields.
+
+The presets are the authors' recipe (Shen et al., CVPR 2022, Sec. 4.1) and a short one for CPUs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+import typing
+from dataclasses import dataclass, field
+
+import torch
+
+from .augment import AUGMENTS
+from .errors import ConfigError
+from .methods import METHODS
+from .models import ARCHS
+from .noise import NOISE_TYPES
+
+FORWARD_MODES = ("joint", "split")
+PRECISIONS = ("bf16", "fp32")
+GPU_SPEEDUPS = ("auto", "off")
+
+# The authors' recipe (their `base.py` and `dlb.py`, the paper's Sec. 4.1) and a short one for CPUs. The learning rate
+# drops x0.1 at the same *fractions* of the run as the authors' 150/180/210 of 240 epochs, so a shorter run keeps the
+# schedule's shape. `paper` also takes the authors' step: the fresh half and the repeated half forwarded in two calls,
+# fresh first, so BatchNorm sees each half alone (`forward="split"`), in float32 (`precision="fp32"`). T = 3 and
+# alpha = 1 are our defaults: the authors' `dlb.py` has none (both must be given on its command line).
+PRESETS = {
+    "paper": dict(arch="resnet32", epochs=240, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
+                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
+                  forward="split", precision="fp32"),
+    "quick": dict(arch="small_cnn", epochs=15, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
+                  weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
+                  forward="joint", precision="bf16"),
+}
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the weights and losses are float32: no setting may exceed it
+INT_MAX = 2 ** 31 - 1                                  # counts and sizes: far beyond any run, safe in int64 arithmetic
+SEED_MAX = 2 ** 63 - 1                                 # torch generators take seeds below 2^63 (see seeds.py)
+# Temperatures: below 0.01 the logits / T overflow float32 (NaN losses); above 100 softmax(z / T) is uniform to float32
+# precision and T^2 KL is rounding noise.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+
+
+def _opt(default, help: str, *, low=None, high=None, low_open=False, high_open=False, choices=None,
+         resumable=False):
+    """A config field: its default, its help text and its rule (range or choices). ``resumable``: a resumed run may
+    change it, because it does not change what is computed."""
+    meta = dict(help=help, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices,
+                resumable=resumable)
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``TrainConfig.from_preset("paper", method="dlb")`` gives the paper's."""
+    method: str = _opt("dlb", "the method to train", choices=METHODS)
+    dataset: str = _opt("cifar10-mini", "cifar10, cifar100, cifar10-mini (bundled), synthetic, or an image-folder "
+                                        "path with train/ and test/")
+    arch: str = _opt("small_cnn", "the network", choices=tuple(ARCHS))
+    epochs: int = _opt(15, "epochs to train", low=1, high=INT_MAX, resumable=True)
+    batch_size: int = _opt(64, "B: fresh samples per step (DLB forwards B repeated + B fresh)", low=1, high=INT_MAX)
+    lr: float = _opt(0.05, "SGD's learning rate before the first milestone", low=0, low_open=True)
+    momentum: float = _opt(0.9, "SGD momentum", low=0, high=1, high_open=True)
+    nesterov: bool = _opt(True, "Nesterov momentum")
+    weight_decay: float = _opt(5e-4, "SGD weight decay", low=0)
+    milestones: tuple[float, ...] = _opt((0.625, 0.75, 0.875), "fractions of the run where the lr is multiplied by "
+                                         "0.1", low=0, high=1, low_open=True)
+    temperature: float = _opt(3.0, "T of DLB's consistency term (paper: 3)", low=MIN_TEMPERATURE,
+                              high=MAX_TEMPERATURE)
+    alpha: float = _opt(1.0, "weight of DLB's consistency term (paper: 1)", low=0)
+    forward: str = _opt("joint", "joint: both halves in one forward call; split: two calls, fresh half first, as "
+                                 "the authors (BatchNorm sees each half alone)", choices=FORWARD_MODES)
+    carry_over: bool = _opt(True, "repeat the last fresh half of an epoch at the start of the next")
+    seed: int = _opt(0, "seed of every random stream of the run (seeds.py)", low=0, high=SEED_MAX)
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N", resumable=True)
+    gpu_speedups: str = _opt("auto", "auto: on CUDA, channels_last activations and a fused SGD step; off: never",
+                             choices=GPU_SPEEDUPS)
+    precision: str = _opt("bf16", "bf16: autocast the forward on CUDA (never on a CPU); fp32: never",
+                          choices=PRECISIONS)
+    compile: bool = _opt(False, "torch.compile the model (CUDA; pays off on long runs)")
+    train_subset: int | None = _opt(None, "use only the first N training images", low=1, high=INT_MAX)
+    test_subset: int | None = _opt(None, "use only the first N test images", low=1, high=INT_MAX)
+    probe_size: int = _opt(500, "training images whose predictions are tracked for the stability metrics", low=1,
+                           high=INT_MAX)
+    checkpoint_every: int = _opt(0, "also checkpoint every K steps (0: only at epoch ends)", low=0, high=INT_MAX,
+                                 resumable=True)
+    data_root: str | None = _opt(None, "where data sets live (default: $DLB_EDU_DATA, else data/ in a checkout, "
+                                             "else ~/.cache/dlb-edu)", resumable=True)
+    download: bool = _opt(False, "download CIFAR-10/100 into the data root if missing", resumable=True)
+    # Beyond DLB: the other methods' settings (methods.py, defaults from their papers), label noise, augmentation.
+    ls_epsilon: float = _opt(0.1, "label_smoothing: eps (Szegedy et al., 2016)", low=0, high=1)
+    tfkd_alpha: float = _opt(0.1, "tf_kd: weight of the KL to the virtual teacher (Yuan et al., 2020)", low=0, high=1)
+    tfkd_temperature: float = _opt(20.0, "tf_kd: T softening the virtual teacher", low=MIN_TEMPERATURE,
+                                   high=MAX_TEMPERATURE)
+    # At least 1/2, so that the true class is the virtual teacher's most likely one whatever the number of classes.
+    tfkd_correct_prob: float = _opt(0.99, "tf_kd: the virtual teacher's probability of the true class", low=0.5,
+                                    high=1)
+    cskd_temperature: float = _opt(4.0, "cs_kd: T (Yun et al., 2020)", low=MIN_TEMPERATURE, high=MAX_TEMPERATURE)
+    cskd_lambda: float = _opt(1.0, "cs_kd: weight of the class-wise consistency term", low=0)
+    pskd_alpha_T: float = _opt(0.8, "ps_kd: alpha at the last epoch (Kim et al., 2021)", low=0, high=1)
+    label_noise: float = _opt(0.0, "fraction of training labels to corrupt (noise.py)", low=0, high=1, high_open=True)
+    label_noise_type: str = _opt("symmetric", "symmetric, or asymmetric: CIFAR-10's class flips", choices=NOISE_TYPES)
+    augment: str = _opt("none", "on top of crop + flip (augment.py)", choices=AUGMENTS)
+    cutout_size: int = _opt(16, "Cutout's square side in pixels (DeVries & Taylor: 16 on CIFAR-10)", low=1,
+                            high=INT_MAX)
+    mix_alpha: float = _opt(1.0, "mixup and CutMix draw lam ~ Beta(mix_alpha, mix_alpha)", low=0, low_open=True)
+    cutmix_prob: float = _opt(0.5, "probability that CutMix mixes a batch (part)", low=0, high=1)
+
+    def __post_init__(self):
+        self.validate()
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "TrainConfig":
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})
+
+    @classmethod
+    def from_dict(cls, d) -> "TrainConfig":
+        """A config from ``to_dict()``'s output (config.json, a checkpoint); unknown or bad entries are refused."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run configuration must be a JSON object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(map(str, unknown))}")
+        return cls(**d)
+
+    def validate(self) -> "TrainConfig":
+        """Apply every field's rule, then the rules between fields; raise ConfigError naming the field; return self.
+
+        Numbers are normalized on the way: an int where a float is expected becomes a float, a list of milestones
+        a tuple, so that equal configs compare and serialize equal.
+        """
+        hints = _type_hints()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name), hints[f.name], f.metadata))
+        _check_device_name(self.device)
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov needs momentum > 0: pass a momentum or --no-nesterov")
+        if self.method == "cs_kd" and self.forward == "split":
+            raise ConfigError("forward split is not available for cs_kd: its pairs and anchors must share one "
+                              "forward (BatchNorm) call; use forward joint")
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def milestone_epochs(self) -> list[int]:
+        """The epochs (0-based) from which the learning rate is multiplied by 0.1 once more."""
+        return [max(1, round(f * self.epochs)) for f in self.milestones]
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of the 0-based ``epoch``: ``lr`` times 0.1 for every milestone reached."""
+        return self.lr * 0.1 ** sum(epoch >= m for m in self.milestone_epochs())
+
+
+@functools.cache
+def _type_hints() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+def check_value(name: str, value):
+    """``value`` checked by the rule of TrainConfig's field ``name`` (for classes built outside a config, such as
+    :class:`~dlb_edu.augment.Augmenter`); returns it normalized."""
+    field_ = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return _checked(name, value, _type_hints()[name], field_.metadata)
+
+
+def resumable_fields() -> tuple[str, ...]:
+    """Fields a resumed run may change: they do not change what is computed."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
+
+
+def _range_text(meta) -> str:
+    low, high = _num(meta["low"]), _num(meta["high"])
+    if high is None:
+        return f"{'>' if meta['low_open'] else '>='} {low}"
+    return f"in {'(' if meta['low_open'] else '['}{low}, {high}{')' if meta['high_open'] else ']'}"
+
+
+def _num(x) -> str | None:
+    return None if x is None else str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _in_range(value, meta) -> bool:
+    low, high = meta["low"], meta["high"]
+    if low is not None and not (value > low if meta["low_open"] else value >= low):
+        return False
+    return high is None or (value < high if meta["high_open"] else value <= high)
+
+
+def _checked(name: str, value, hint, meta):
+    """``value`` checked against the field's type hint and rule, normalized (int -> float, list -> tuple)."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # `int | None`, `str | None`
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{name} must be an integer {_range_text(meta)}, got {value!r}")
+        value = int(value)
+        if not _in_range(value, meta):
+            raise ConfigError(f"{name} must be an integer {_range_text(meta)}, got {value}")
+        return value
+    if hint is float:
+        return _checked_float(name, value, meta)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise ConfigError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        return value
+    if typing.get_origin(hint) is tuple:  # milestones: any number of floats
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{name} must be a list of numbers {_range_text(meta)}, got {value!r}")
+        return tuple(_checked_float(name, v, meta) for v in value)
+    raise TypeError(f"no rule for field {name} of type {hint}")  # a new field with a new type: give it a rule
+
+
+def _checked_float(name: str, value, meta) -> float:
+    what = f"{name} must be a number {_range_text(meta)}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{what}, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"{what} and finite in float32, got {value!r}")
+    if not _in_range(value, meta):
+        raise ConfigError(f"{what}, got {value!r}")
+    return value
+
+
+def _check_device_name(device: str) -> None:
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device a config's ``device`` names here; ConfigError if it is not available."""
+    _check_device_name(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here: use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return dev
