@@ -67,7 +67,7 @@ class TrainConfig:
     method: str = _opt("dlb", "the method to train", choices=METHODS)
     dataset: str = _opt("cifar10-mini", "cifar10, cifar100, cifar10-mini (bundled), synthetic, or an image-folder "
                                         "path with train/ and test/")
-    arch: str = _opt("small_cnn", "the network", choices=tuple(ARCHS))
+    arch: str = _opt("small_cnn", "the network", choices=ARCHS)  # the registry itself: an arch added later counts
     epochs: int = _opt(15, "epochs to train", low=1, high=INT_MAX, resumable=True)
     batch_size: int = _opt(64, "B: fresh samples per step (DLB forwards B repeated + B fresh)", low=1, high=INT_MAX)
     lr: float = _opt(0.05, "SGD's learning rate before the first milestone", low=0, low_open=True)

@@ -326,7 +326,7 @@ def prepare_data(config: TrainConfig, data: ImageData | None) -> tuple[ImageData
     fraction of corrupted labels."""
     data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
     data = data.subset(config.train_subset, config.test_subset)
-    check_trainable(data, config.arch, MIN_IMAGE_SIZE[config.arch], MAX_IMAGE_SIZE.get(config.arch))
+    check_trainable(data, config.arch, MIN_IMAGE_SIZE.get(config.arch, 1), MAX_IMAGE_SIZE.get(config.arch))
     noisy = with_label_noise(data, config.label_noise, config.label_noise_type, config.seed)  # test labels stay
     return noisy, realized_rate(data.y_train, noisy.y_train)
 

@@ -45,7 +45,7 @@ def values_for(name: str):
     elif name == "device":
         typed = st.sampled_from(("cpu", "auto", "cuda", "cuda:1", "tpu", "", "cpu:0"))
     elif meta["choices"] is not None:
-        typed = st.one_of(st.sampled_from(meta["choices"]), st.text(max_size=8))
+        typed = st.one_of(st.sampled_from(list(meta["choices"])), st.text(max_size=8))
     elif hint is bool:
         typed = st.booleans()
     elif hint is int:
