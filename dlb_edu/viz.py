@@ -392,8 +392,9 @@ def plot_lab(snapshot: dict, fig=None):
             ax.axvline(step, color="0.55", ls=":", lw=1.2)
         for c in snapshot["changes"]:
             ax.axvline(c["step"], color=KNOB_COLORS[c["name"]], lw=1.4)
-            ax.text(c["step"], 0.98, f" {KNOB_SYMBOLS[c['name']]} {c['old']:g}→{c['new']:g}", rotation=90,
-                    transform=ax.get_xaxis_transform(), va="top", ha="right", fontsize=8, color=KNOB_COLORS[c["name"]])
+            ax.annotate(f"{KNOB_SYMBOLS[c['name']]} {c['old']:g}→{c['new']:g}", (c["step"], 1),
+                        xycoords=("data", "axes fraction"), xytext=(-2, -3), textcoords="offset points",
+                        rotation=90, va="top", ha="right", fontsize=8, color=KNOB_COLORS[c["name"]])
         if empty:
             ax.text(0.5, 0.5, "press Start", transform=ax.transAxes, ha="center", va="center", color="0.5")
         ax.set_xlim(0, x_max)
@@ -409,7 +410,8 @@ def plot_lab(snapshot: dict, fig=None):
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     if snapshot.get("title"):
         fig.suptitle(snapshot["title"], fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    # A fixed layout: tight_layout would draw the figure once more, and this figure is redrawn while training runs.
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.14, hspace=0.45, wspace=0.18)
     return fig
 
 
