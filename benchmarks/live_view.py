@@ -7,12 +7,12 @@ cores, so drawing can slow training: this measures by how much. Runs alternate, 
 ``--repeats`` times, so a change in the machine's load hits both; each run is a fresh lab with the same seed, paused
 after ``--steps`` steps and timed from step ``--warmup`` on (one step = one DLB step and one baseline step).
 
-    python benchmarks/live_view.py --steps 120 --warmup 20 --repeats 2 --threads 1 --change-at 60 --alpha 4 \\
-        --out results/live_view_cpu.json --figure docs/img/live_lab.png
+    python benchmarks/live_view.py --steps 100 --warmup 20 --repeats 3 --threads 1 --out results/live_view_cpu.json
 
-``--figure`` saves the last frame of the last run with the view: the lab's default view, with the change of alpha
-(``--change-at``, ``--alpha``) marked. Each JSON record holds: view, steps_per_s, steps, warmup, frames,
-draw_s_median, max_fps, every, arch, dataset, train_images, device, threads, torch, git_rev, command.
+Each JSON record holds: view, steps_per_s, steps, warmup, seconds (the timed part), frames, draw_s_median (wall
+clock per frame), draw_cpu_s (the view thread's CPU time in all), view_cpu_share (that over the run's wall clock:
+the share of one core drawing took), max_fps, every, arch, dataset, train_images, device, threads, torch,
+git_rev, command.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import json
 import shlex
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -30,30 +31,34 @@ from dlb_edu.lab import LiveLab, LiveView, lab_config
 from dlb_edu.train import git_revision
 
 
-def one_run(config, data, args, view: bool) -> tuple[dict, bytes | None]:
+def one_run(config, data, args, view: bool) -> dict:
     lab = LiveLab(config, data=data, every=args.every)
-    if args.change_at:
-        lab.set("alpha", args.alpha, at_step=args.change_at)
     lab.pause(at_step=args.steps)
     frames: list[bytes] = []
     live = LiveView(lab, lambda png, snap: frames.append(png), max_fps=args.max_fps) if view else None
+    start = time.perf_counter()
     lab.start()
     if live is not None:
         live.start()
     lab.wait_paused()
+    seconds = time.perf_counter() - start
     rate = lab.steps_per_second(since_step=args.warmup)
     lab.stop()
     if live is not None:
         live.wait()
+    timed = [t for s, t in lab.step_times if s >= args.warmup]
     record = {
         "view": view, "steps_per_s": rate, "steps": args.steps, "warmup": args.warmup,
-        "frames": len(frames), "draw_s_median": statistics.median(live.draw_seconds) if live else None,
+        "seconds": timed[-1] - timed[0], "frames": len(frames),
+        "draw_s_median": statistics.median(live.draw_seconds) if live else None,
+        "draw_cpu_s": sum(live.draw_cpu_seconds) if live else None,
+        "view_cpu_share": sum(live.draw_cpu_seconds) / seconds if live else None,
         "max_fps": args.max_fps if view else None, "every": lab.every, "arch": config.arch,
         "dataset": config.dataset, "train_images": len(lab.trainers["dlb"].x_train),
         "device": lab.trainers["dlb"].summary()["device"], "threads": torch.get_num_threads(),
         "torch": torch.__version__, "git_rev": git_revision(), "command": "python " + shlex.join(sys.argv),
     }
-    return record, frames[-1] if frames else None
+    return record
 
 
 def main(argv=None) -> list[dict]:
@@ -66,10 +71,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--every", type=int, help="K, steps between stability points (default: the lab's)")
     p.add_argument("--max-fps", type=float, default=2.0, help="the view's redraws per second at most")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument("--change-at", type=int, default=0, help="raise alpha before this step (0: no change)")
-    p.add_argument("--alpha", type=float, default=4.0, help="alpha from --change-at on")
     p.add_argument("--out", help="write the records as JSON here")
-    p.add_argument("--figure", help="save the last frame of the last run with the view here (PNG)")
     args = p.parse_args(argv)
     if not 0 <= args.warmup < args.steps - 1:
         p.error("--warmup must be below --steps - 1")
@@ -77,13 +79,13 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
     config = lab_config(args.dataset, device=args.device)
     data = load_dataset(args.dataset)
-    records, last_frame = [], None
+    records = []
     for _ in range(args.repeats):
         for view in (False, True):
-            record, frame = one_run(config, data, args, view)
+            record = one_run(config, data, args, view)
             records.append(record)
-            last_frame = frame or last_frame
-            draw = f", {record['frames']} frames, median draw {record['draw_s_median']:.3f} s" if view else ""
+            draw = (f", {record['frames']} frames, median draw {record['draw_s_median']:.3f} s, drawing took "
+                    f"{100 * record['view_cpu_share']:.1f}% of a core") if view else ""
             print(f"{'with' if view else 'without':<7} live view: {record['steps_per_s']:.3f} steps/s{draw}",
                   flush=True)
     for view in (False, True):
@@ -93,9 +95,6 @@ def main(argv=None) -> list[dict]:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(records, indent=2) + "\n")
-    if args.figure and last_frame is not None:
-        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.figure).write_bytes(last_frame)
     return records
 
 

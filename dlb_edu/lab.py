@@ -79,9 +79,9 @@ def lab_config(dataset: str = "cifar10-mini", device: str = "auto", **overrides)
 
 
 def default_every(config: TrainConfig) -> int:
-    """K, the steps between two stability points: dozens of points in a default run (every step in smoke mode)."""
+    """K, the steps between two stability points: dozens of points in a default run (a few in smoke mode)."""
     if smoke_mode():
-        return 1
+        return 2
     return 50 if config.device != "cpu" and torch.cuda.is_available() else 10
 
 
@@ -153,7 +153,8 @@ class LiveLab:
 
     ``config`` (default :func:`lab_config`) is the run; its ``method`` is ignored (both are trained). ``every`` is K,
     the steps between two stability points (default :func:`default_every`); ``probe_size`` the number of training
-    images whose predictions are compared every K steps (default 256 on a CPU, 1000 on a GPU). With ``out_dir``,
+    images whose predictions are compared every K steps (default 1000 on a GPU; on a CPU 256, or the config's
+    ``probe_size`` if smaller). With ``out_dir``,
     ``out_dir/baseline`` and ``out_dir/dlb`` are ordinary run folders (see :class:`~dlb_edu.train.Trainer`) and
     ``out_dir/lab.json`` keeps the lab's record; ``resume=True`` continues them.
 
@@ -184,7 +185,7 @@ class LiveLab:
         trained_on = data.subset(config.train_subset, config.test_subset)  # what the trainers normalize with
         self._mean, self._std = trained_on.mean.to(dlb.device), trained_on.std.to(dlb.device)
         n = len(dlb.x_train)
-        size = min(probe_size or (1000 if dlb.device.type == "cuda" else 256), n)
+        size = min(probe_size or (1000 if dlb.device.type == "cuda" else min(256, config.probe_size)), n)
         self.probe_idx = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[:size]
         self._probe_x = dlb.x_train[self.probe_idx.to(dlb.device)]
         self._taps = {m: _StepTap(t.method) for m, t in self.trainers.items()}
@@ -600,7 +601,8 @@ class LiveView:
         self.lab, self.show, self.max_fps, self.max_busy, self.dpi = lab, show, max_fps, max_busy, dpi
         self.fig = fig if fig is not None else Figure(figsize=(12, 6.5), dpi=dpi)
         self.frames = 0
-        self.draw_seconds: list[float] = []
+        self.draw_seconds: list[float] = []      # wall-clock time of each frame (drawing and PNG encoding)
+        self.draw_cpu_seconds: list[float] = []  # CPU time of this thread for it: what drawing takes from training
         self._quit = threading.Event()
         self._drawn_version = -1
         self._thread: threading.Thread | None = None
@@ -626,11 +628,12 @@ class LiveView:
         snap = self.lab.snapshot()
         if snap["version"] == self._drawn_version:
             return None
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         viz.plot_lab(snap, fig=self.fig)
         png = io.BytesIO()
         self.fig.savefig(png, format="png", dpi=self.dpi)
         self.draw_seconds.append(time.perf_counter() - start)
+        self.draw_cpu_seconds.append(time.thread_time() - cpu)
         self._drawn_version = snap["version"]
         self.frames += 1
         self.show(png.getvalue(), snap)

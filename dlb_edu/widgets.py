@@ -268,10 +268,16 @@ class LabApp(_App):
     ``config`` is the run (default :func:`~dlb_edu.lab.lab_config`); the sliders set its T, alpha and epochs at
     Start. With ``out_dir`` each Start begins a new run there and Stop leaves checkpoints that
     ``LiveLab(config, out_dir=..., resume=True)`` or ``python -m dlb_edu train ... --resume`` continue.
+    A new LabApp stops the run of the one made before it: re-running the cell would otherwise leave that run
+    training, unseen, in the background.
     """
+    _latest: "LabApp | None" = None
 
     def __init__(self, config: TrainConfig | None = None, data: ImageData | None = None, every: int | None = None,
                  out_dir: str | Path | None = None, max_fps: float = 2.0):
+        if LabApp._latest is not None and LabApp._latest.lab is not None:
+            LabApp._latest.lab.stop(wait=False)
+        LabApp._latest = self
         cfg = self.config = config if config is not None else lab_config()
         self.out_dir, self.max_fps = out_dir, max_fps
         self._data: dict[str, ImageData] = {} if data is None else {cfg.dataset: data}
@@ -294,7 +300,7 @@ class LabApp(_App):
         self.sample = W.IntSlider(value=0, min=0, max=cfg.batch_size - 1, description="sample")
         self.inspect_button = W.Button(description="Inspect", icon="search")
         self.inspector_text = W.HTML()
-        self.inspector = W.Image(format="png")
+        self.inspector = W.Image(format="png", layout=W.Layout(display="none"))  # shown at the first Inspect
         self.fig = Figure(figsize=(12, 6.5), dpi=72)  # drawn by the view's thread only, once a run has started
         self.inspector_fig = Figure(figsize=(12, 3.4), dpi=72)
         self.lab: LiveLab | None = None
@@ -399,6 +405,7 @@ class LabApp(_App):
             self.inspector_text.value = _error_html(str(e))
             return
         self.inspector.value = self._png(viz.plot_inspector(info, self.lab.classes, fig=self.inspector_fig))
+        self.inspector.layout.display = None
         self.inspector_text.value = html.escape(
             f"step {info['step']}: repeated sample {info['sample']} (training image #{info['index']}, "
             f"{self.lab.classes[info['label']]}), T {info['temperature']:g}, alpha {info['alpha']:g}, "
