@@ -159,7 +159,8 @@ class LiveLab:
     ``out_dir/lab.json`` keeps the lab's record; ``resume=True`` continues them.
 
     Use it as ``lab.start()``, then ``set``, ``pause``, ``resume``, ``inspect``, ``stop`` from any thread;
-    ``wait()`` blocks until the run ends. ``snapshot()`` copies the record for drawing.
+    ``wait()`` blocks until the run ends. ``snapshot()`` copies the record for drawing. (The trainers' own epoch
+    times, in their histories, include the other method's turns: the two share the machine step by step.)
     """
 
     def __init__(self, config: TrainConfig | None = None, data: ImageData | None = None, every: int | None = None,

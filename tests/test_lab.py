@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -324,3 +325,37 @@ def test_lab_app_buttons_and_alpha_slider_steer_a_run(synthetic):
     assert bytes(app.figure.value).startswith(b"\x89PNG")
     assert any(list(ln.get_xdata()) == [paused + 1] * 2 for ln in app.fig.axes[0].lines)
     assert not app.start_button.disabled and app.stop_button.disabled
+
+
+def test_a_new_lab_app_stops_the_run_of_the_one_before(synthetic):
+    from dlb_edu import widgets
+
+    first = widgets.LabApp(config=CONFIG, data=synthetic, every=EVERY)
+    first.start_button.click()
+    first.pause_button.click()
+    assert first.lab.wait_paused(timeout=120) is not None
+    widgets.LabApp(config=CONFIG, data=synthetic, every=EVERY)  # the notebook cell run again
+    first.wait(timeout=120)
+    assert first.lab.state == "stopped" and "stopped after step" in first.status.value
+
+
+def test_lab_app_shows_a_bad_input_in_its_status_line():
+    from dlb_edu import widgets
+
+    app = widgets.LabApp(config=dataclasses.replace(CONFIG, dataset="no/such/folder"))
+    app.start_button.click()
+    assert "no/such/folder" in app.status.value and "color:#b00" in app.status.value
+    assert app.lab is None and not app.start_button.disabled
+
+
+def test_live_view_benchmark_times_runs_with_and_without_the_view(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import live_view
+
+    out = tmp_path / "live_view.json"
+    live_view.main(["--dataset", "synthetic", "--steps", "6", "--warmup", "1", "--repeats", "1", "--out", str(out)])
+    records = json.loads(out.read_text())
+    assert [r["view"] for r in records] == [False, True]
+    for r in records:
+        assert r["steps_per_s"] > 0 and r["steps"] == 6 and r["device"] == "cpu" and r["command"]
+    assert records[0]["frames"] == 0 and records[1]["frames"] >= 1 and 0 < records[1]["view_cpu_share"] < 1
