@@ -71,11 +71,13 @@ def lab_config(dataset: str = "cifar10-mini", device: str = "auto", **overrides)
     """The lab's default run: the ``quick`` preset (small_cnn) for 8 epochs on a CPU, about a minute for both
     methods on two cores; ResNet-32 for 30 epochs on a GPU. Smoke mode (:mod:`dlb_edu.smoke`) shrinks it.
 
-    Every field is one the command line can set, so ``python -m dlb_edu train ... --resume`` continues a stopped lab.
+    Outside smoke mode every field is one the command line can set, so ``python -m dlb_edu train ... --resume``
+    continues a stopped lab.
     """
     cuda = device != "cpu" and torch.cuda.is_available()
     size = dict(arch="resnet32", epochs=30) if cuda else dict(epochs=8)
-    return TrainConfig.from_preset("quick", dataset=dataset, device=device, **{**size, **smoke_overrides(), **overrides})
+    return TrainConfig.from_preset("quick", dataset=dataset, device=device,
+                                   **{**size, **smoke_overrides(), **overrides})
 
 
 def default_every(config: TrainConfig) -> int:
@@ -154,9 +156,9 @@ class LiveLab:
     ``config`` (default :func:`lab_config`) is the run; its ``method`` is ignored (both are trained). ``every`` is K,
     the steps between two stability points (default :func:`default_every`); ``probe_size`` the number of training
     images whose predictions are compared every K steps (default 1000 on a GPU; on a CPU 256, or the config's
-    ``probe_size`` if smaller). With ``out_dir``,
-    ``out_dir/baseline`` and ``out_dir/dlb`` are ordinary run folders (see :class:`~dlb_edu.train.Trainer`) and
-    ``out_dir/lab.json`` keeps the lab's record; ``resume=True`` continues them.
+    ``probe_size`` if smaller). With ``out_dir``, ``out_dir/baseline`` and ``out_dir/dlb`` are ordinary run folders
+    (see :class:`~dlb_edu.train.Trainer`) and ``out_dir/lab.json`` keeps the lab's record; ``resume=True``
+    continues them, ``force=True`` starts over there.
 
     Use it as ``lab.start()``, then ``set``, ``pause``, ``resume``, ``inspect``, ``stop`` from any thread;
     ``wait()`` blocks until the run ends. ``snapshot()`` copies the record for drawing. (The trainers' own epoch
@@ -311,7 +313,8 @@ class LiveLab:
         return self._steps["dlb"]
 
     def knobs(self) -> dict[str, float]:
-        """DLB's T and alpha as the next step will use them (pending changes not yet applied)."""
+        """DLB's T and alpha as they stand (a change asked for with ``set`` shows here once applied, before the
+        next step)."""
         method = self.trainers["dlb"].method
         return {name: getattr(method, name) for name in KNOBS}
 
