@@ -345,3 +345,102 @@ def plot_sweep(accuracy, flip_rate, temperatures, alphas, baseline: dict | None 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The live lab (notebook 04b)
+# ---------------------------------------------------------------------------------------------------------------
+
+KNOB_COLORS = {"temperature": "#8172B3", "alpha": "#55A868"}
+KNOB_SYMBOLS = {"temperature": "T", "alpha": "α"}
+LAB_PANELS = (
+    ("ce", "cross-entropy (mean of the last K steps)", "linear"),
+    ("step_kl", "step-to-step KL of the repeated samples", "log"),
+    ("flip_rate", "probe predictions flipped in K steps", "linear"),
+    ("probe_kl", "probe KL over K steps", "log"),
+)
+
+
+def plot_lab(snapshot: dict, fig=None):
+    """The live lab's view: four panels against the step, the baseline and DLB in each, one point every K steps.
+
+    ``snapshot`` comes from :meth:`dlb_edu.lab.LiveLab.snapshot`. Solid vertical lines mark the changes of T and
+    alpha (labelled old -> new), grey dotted ones the learning-rate drops. DLB's total loss (CE + alpha T^2 KL) is
+    dashed in the first panel. The KL panels use a log scale: a change of alpha shows as a step in it.
+    """
+    from matplotlib.lines import Line2D
+
+    if fig is None:
+        fig = plt.figure(figsize=(12, 6.5))
+    fig.clear()
+    axes = fig.subplots(2, 2).flat
+    points, every = snapshot["points"], snapshot["every"]
+    x_max = max(snapshot["total_steps"], 1)
+    empty = not any(p["step"] for p in points.values())
+    for ax, (key, label, scale) in zip(axes, LAB_PANELS):
+        for name, p in points.items():
+            ax.plot(p["step"], p[key], color=METHOD_COLORS.get(name), lw=1.4, marker="o", ms=2, label=name)
+            if key == "ce" and name == "dlb":
+                ax.plot(p["step"], p["loss"], color=METHOD_COLORS["dlb"], lw=1, ls="--", label="dlb total loss")
+        values = [v for p in points.values() for v in p[key] if v == v]  # NaN: not measured yet
+        if scale == "log" and values and min(values) > 0:
+            ax.set_yscale("log")
+        for step in snapshot["lr_drops"]:
+            ax.axvline(step, color="0.55", ls=":", lw=1.2)
+        for c in snapshot["changes"]:
+            ax.axvline(c["step"], color=KNOB_COLORS[c["name"]], lw=1.4)
+            ax.annotate(f"{KNOB_SYMBOLS[c['name']]} {c['old']:g}→{c['new']:g}", (c["step"], 1),
+                        xycoords=("data", "axes fraction"), xytext=(-2, -3), textcoords="offset points",
+                        rotation=90, va="top", ha="right", fontsize=8, color=KNOB_COLORS[c["name"]])
+        if empty:
+            ax.text(0.5, 0.5, "press Start", transform=ax.transAxes, ha="center", va="center", color="0.5")
+        ax.set_xlim(0, x_max)
+        ax.set_title(label.replace("K steps", f"{every} steps"), fontsize=10)
+        ax.set_xlabel("step (one DLB step and one baseline step)")
+        ax.set_ylabel({"ce": "cross-entropy", "step_kl": "KL (nats, T = 1)", "flip_rate": "fraction flipped",
+                       "probe_kl": "KL (nats)"}[key])
+    handles = [Line2D([], [], color=METHOD_COLORS[m], lw=1.4, label=m) for m in points]
+    handles += [Line2D([], [], color=METHOD_COLORS["dlb"], lw=1, ls="--", label="dlb total loss (CE + α·T²·KL)"),
+                Line2D([], [], color=KNOB_COLORS["temperature"], lw=1.4, label="T changed"),
+                Line2D([], [], color=KNOB_COLORS["alpha"], lw=1.4, label="α changed"),
+                Line2D([], [], color="0.55", ls=":", lw=1.2, label="learning rate ×0.1")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    if snapshot.get("title"):
+        fig.suptitle(snapshot["title"], fontsize=11)
+    # A fixed layout: tight_layout would draw the figure once more, and this figure is redrawn while training runs.
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.14, hspace=0.45, wspace=0.18)
+    return fig
+
+
+def plot_inspector(info: dict, classes=None, fig=None):
+    """The step inspector: one repeated sample's cached teacher and current student distributions at T, and the
+    gradient the weighted consistency term puts on its logits. ``info`` comes from
+    :meth:`dlb_edu.lab.LiveLab.inspect`."""
+    if fig is None:
+        fig = plt.figure(figsize=(12, 3.4))
+    fig.clear()
+    ax_p, ax_g = fig.subplots(1, 2)
+    p_t, p_s, grad = info["p_teacher"].numpy(), info["p_student"].numpy(), info["grad"].numpy()
+    x = np.arange(len(p_t))
+    names = list(classes) if classes else [str(i) for i in x]
+    T, alpha, label = info["temperature"], info["alpha"], info["label"]
+    ax_p.bar(x - 0.2, p_t, 0.4, color="0.45", label="teacher: cached at the step before")
+    ax_p.bar(x + 0.2, p_s, 0.4, color=METHOD_COLORS["dlb"], label="student: this step")
+    ax_p.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax_p.set_ylim(0, 1)
+    ax_p.set_xlabel("class")
+    ax_p.set_ylabel(f"probability at T = {T:g}")
+    ax_p.set_title(f"sample #{info['index']} ({names[label]}) at step {info['step']}: KL {info['kl']:.4f}",
+                   fontsize=10)
+    ax_p.legend(fontsize=8)
+    ax_g.bar(x, grad, color=np.where(grad > 0, METHOD_COLORS["baseline"], METHOD_COLORS["dlb"]))
+    ax_g.axhline(0, color="black", lw=0.8)
+    ax_g.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax_g.set_xlabel("class")
+    ax_g.set_ylabel("∂ loss / ∂ logit")
+    ax_g.set_title(f"gradient of α·T²·KL on its logits: α T (p_s − p_t) / n, α = {alpha:g}, "
+                   f"n = {info['num_repeated']}", fontsize=10)
+    ax_g.legend(handles=[Patch(color=METHOD_COLORS["baseline"], label="> 0: the step lowers this logit"),
+                         Patch(color=METHOD_COLORS["dlb"], label="< 0: the step raises it")], fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,9 +1,10 @@
 """Interactive apps for the notebooks: each is a few ipywidgets controls, a callback that computes with the package's
 tested functions, and a figure drawn by :mod:`dlb_edu.viz`.
 
-Three apps follow the paper (Shen et al., CVPR 2022): :class:`SamplingApp` the overlapping batches (Sec. 3.2),
+Four apps follow the paper (Shen et al., CVPR 2022): :class:`SamplingApp` the overlapping batches (Sec. 3.2),
 :class:`ConsistencyApp` the temperature-scaled KL term (Eq. 4-5), :class:`StabilityApp` the baseline and DLB trained
-side by side. Sliders only redraw cheap things; training runs behind the ``Run`` button. Every app keeps what it
+side by side, :class:`LabApp` the same pair trained in the background and steered while it trains (the live lab).
+Sliders only redraw cheap things; training runs behind the ``Run`` and ``Start`` buttons. Every app keeps what it
 last computed (``streams``, ``terms``, ``histories``) and its figure (``fig``), so tests can check both without a
 browser. This is the only module that imports ipywidgets: the training core never does.
 """
@@ -13,6 +14,7 @@ import dataclasses
 import html
 import io
 import time
+from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
@@ -23,6 +25,7 @@ from matplotlib.figure import Figure
 from . import viz
 from .data import ImageData, load_dataset
 from .errors import ConfigError, TrainingDiverged
+from .lab import LiveLab, LiveView, default_every, lab_config
 from .losses import consistency_loss, dlb_loss
 from .sampling import DLBBatch, DLBBatchSampler, PlainBatchSampler
 from .train import TrainConfig, Trainer
@@ -243,3 +246,186 @@ class StabilityApp(_App):
             self.status.value = (f"epoch {rows[0]['epoch']}/{cfg.epochs}: test accuracy {accs} "
                                  f"({time.perf_counter() - start:.0f} s on {self.trainers['dlb'].device})")
             self._show()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notebook 04b: the live lab
+# ---------------------------------------------------------------------------------------------------------------
+
+def _error_html(message: str) -> str:
+    return f"<span style='color:#b00'>{html.escape(message)}</span>"
+
+
+class LabApp(_App):
+    """The live lab: ``Start`` trains the baseline and DLB side by side in background threads
+    (:class:`~dlb_edu.lab.LiveLab`), so the kernel stays free while they train.
+
+    Moving T or alpha during the run changes DLB's next step; each change is listed under the figure and drawn in
+    it as a vertical line. Pause, Resume and Stop act between two steps. ``Inspect`` shows repeated sample
+    ``sample`` of the last step (the step inspector). A :class:`~dlb_edu.lab.LiveView` redraws the figure at most
+    ``max_fps`` times a second, from a thread of its own.
+
+    ``config`` is the run (default :func:`~dlb_edu.lab.lab_config`); the sliders set its T, alpha and epochs at
+    Start. With ``out_dir`` each Start begins a new run there and Stop leaves checkpoints that
+    ``LiveLab(config, out_dir=..., resume=True)`` or ``python -m dlb_edu train ... --resume`` continue.
+    A new LabApp stops the run of the one made before it: re-running the cell would otherwise leave that run
+    training, unseen, in the background.
+    """
+    _latest: "LabApp | None" = None
+
+    def __init__(self, config: TrainConfig | None = None, data: ImageData | None = None, every: int | None = None,
+                 out_dir: str | Path | None = None, max_fps: float = 2.0):
+        if LabApp._latest is not None and LabApp._latest.lab is not None:
+            LabApp._latest.lab.stop(wait=False)
+        LabApp._latest = self
+        cfg = self.config = config if config is not None else lab_config()
+        self.out_dir, self.max_fps = out_dir, max_fps
+        self._data: dict[str, ImageData] = {} if data is None else {cfg.dataset: data}
+        # Released, not dragged: one change per move, not one per pixel of the drag.
+        self.temperature = W.FloatSlider(value=cfg.temperature, min=0.5, max=10.0, step=0.5, description="T",
+                                         continuous_update=False)
+        self.alpha = W.FloatSlider(value=cfg.alpha, min=0.0, max=5.0, step=0.1, description="alpha",
+                                   continuous_update=False)
+        self.num_epochs = W.IntSlider(value=cfg.epochs, min=1, max=max(60, cfg.epochs), description="epochs")
+        self.every = W.IntSlider(value=every or default_every(cfg), min=1, max=200, description="every K steps",
+                                 style={"description_width": "initial"})
+        self.start_button = W.Button(description="Start", button_style="primary", icon="play")
+        self.pause_button = W.Button(description="Pause", icon="pause")
+        self.resume_button = W.Button(description="Resume", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop")
+        self.status = W.HTML("Press Start to train the baseline and DLB side by side; move T and alpha while they "
+                             "train.")
+        self.change_log = W.HTML("changes: none yet")
+        self.figure = W.Image(format="png")
+        self.sample = W.IntSlider(value=0, min=0, max=cfg.batch_size - 1, description="sample")
+        self.inspect_button = W.Button(description="Inspect", icon="search")
+        self.inspector_text = W.HTML()
+        self.inspector = W.Image(format="png", layout=W.Layout(display="none"))  # shown at the first Inspect
+        self.fig = Figure(figsize=(12, 6.5), dpi=72)  # drawn by the view's thread only, once a run has started
+        self.inspector_fig = Figure(figsize=(12, 3.4), dpi=72)
+        self.lab: LiveLab | None = None
+        self.view: LiveView | None = None
+        self.inspection: dict | None = None
+        for button, handler in ((self.start_button, self.start), (self.pause_button, self.pause),
+                                (self.resume_button, self.resume), (self.stop_button, self.stop),
+                                (self.inspect_button, self.inspect)):
+            button.on_click(handler)
+        for knob in (self.temperature, self.alpha):
+            knob.observe(self._knob_moved, names="value")
+        self.ui = W.VBox([W.HBox([self.temperature, self.alpha, self.num_epochs, self.every]),
+                          W.HBox([self.start_button, self.pause_button, self.resume_button, self.stop_button]),
+                          self.status, self.figure, self.change_log,
+                          W.HBox([self.sample, self.inspect_button]), self.inspector_text, self.inspector])
+        empty = {"points": {m: {"step": [], "ce": [], "loss": [], "step_kl": [], "flip_rate": [], "probe_kl": []}
+                            for m in ("baseline", "dlb")},
+                 "every": self.every.value, "total_steps": 1, "changes": [], "lr_drops": []}
+        self.figure.value = self._png(viz.plot_lab(empty, fig=self.fig))
+        self._buttons()
+
+    @staticmethod
+    def _png(fig) -> bytes:
+        png = io.BytesIO()
+        fig.savefig(png, format="png")
+        return png.getvalue()
+
+    def data(self, cfg: TrainConfig) -> ImageData:
+        if cfg.dataset not in self._data:
+            self._data[cfg.dataset] = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+        return self._data[cfg.dataset]
+
+    def _buttons(self) -> None:
+        """Enable what makes sense in the lab's state (called from the kernel and from the view's thread)."""
+        state = "none" if self.lab is None else self.lab.state
+        idle = state in ("none", "ready", "stopped", "finished", "failed")
+        self.start_button.disabled = not idle
+        self.pause_button.disabled = state != "running"
+        self.resume_button.disabled = state != "paused"
+        self.stop_button.disabled = state not in ("running", "paused")
+        self.num_epochs.disabled = self.every.disabled = not idle
+        self.inspect_button.disabled = self.lab is None
+
+    # Buttons and sliders (the kernel's thread)
+
+    def start(self, button=None) -> None:
+        if self.lab is not None and not self.lab.ended:
+            return
+        cfg = dataclasses.replace(self.config, temperature=self.temperature.value, alpha=self.alpha.value,
+                                  epochs=self.num_epochs.value)
+        self.status.value = f"loading {html.escape(cfg.dataset)} and building the two runs..."
+        try:
+            lab = LiveLab(cfg, data=self.data(cfg), every=self.every.value, out_dir=self.out_dir,
+                          force=self.out_dir is not None)
+        except ConfigError as e:
+            self.status.value = _error_html(str(e))
+            return
+        if self.view is not None:
+            self.view.stop()  # the last run's view has drawn its last frame, or is told to stop now
+        self.lab, self.inspection = lab, None
+        self.view = LiveView(lab, self._frame, max_fps=self.max_fps, fig=self.fig)
+        lab.start()
+        self.view.start()
+        self._buttons()
+
+    def pause(self, button=None) -> None:
+        if self.lab is not None and self.lab.state == "running":
+            self.lab.pause()
+            self.pause_button.disabled = True
+            self.status.value = "pausing before the next step..."
+
+    def resume(self, button=None) -> None:
+        if self.lab is not None and self.lab.state == "paused":
+            self.lab.resume()
+            self._buttons()
+
+    def stop(self, button=None) -> None:
+        if self.lab is not None and self.lab.state in ("running", "paused"):
+            self.lab.stop(wait=False)  # the threads end between two steps; the view shows "stopped" then
+            self.pause_button.disabled = self.resume_button.disabled = self.stop_button.disabled = True
+            self.status.value = "stopping after the current step..."
+
+    def _knob_moved(self, change) -> None:
+        name = "temperature" if change["owner"] is self.temperature else "alpha"
+        if self.lab is None or self.lab.state not in ("running", "paused"):
+            return  # the value the next Start begins with
+        try:
+            self.lab.set(name, change["new"])
+        except ConfigError as e:
+            self.status.value = _error_html(str(e))
+            return
+        when = "when you press Resume" if self.lab.state == "paused" else "from the next step"
+        self.status.value = html.escape(f"{'T' if name == 'temperature' else name} -> {change['new']:g} {when}")
+
+    def inspect(self, button=None) -> None:
+        """Draw the step inspector for repeated sample ``sample`` of the last step."""
+        if self.lab is None:
+            return
+        try:
+            info = self.inspection = self.lab.inspect(self.sample.value)
+        except ConfigError as e:
+            self.inspector_text.value = _error_html(str(e))
+            return
+        self.inspector.value = self._png(viz.plot_inspector(info, self.lab.classes, fig=self.inspector_fig))
+        self.inspector.layout.display = None
+        self.inspector_text.value = html.escape(
+            f"step {info['step']}: repeated sample {info['sample']} (training image #{info['index']}, "
+            f"{self.lab.classes[info['label']]}), T {info['temperature']:g}, alpha {info['alpha']:g}, "
+            f"KL at T {info['kl']:.4f}. Gradient on its logits: alpha T (p_student - p_teacher) / n, "
+            f"n = {info['num_repeated']} repeated samples.")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the run has ended and its last frame is drawn (headless runs, tests)."""
+        if self.lab is not None:
+            self.lab.wait(timeout)
+        if self.view is not None:
+            self.view.wait(timeout)
+
+    # The view's thread
+
+    def _frame(self, png: bytes, snap: dict) -> None:
+        self.figure.value = png
+        text = html.escape(snap["status"])
+        self.status.value = _error_html(snap["status"]) if snap["state"] == "failed" else text
+        changes = "; ".join(f"step {c['step']}: {'T' if c['name'] == 'temperature' else c['name']} "
+                            f"{c['old']:g} -> {c['new']:g}" for c in snap["changes"])
+        self.change_log.value = html.escape(f"changes: {changes or 'none yet'}")
+        self._buttons()

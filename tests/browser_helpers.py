@@ -350,3 +350,28 @@ class NotebookPage:
                 raise AssertionError(f"{self.name}: the output did not change after {what}; it still shows:\n"
                                      f"{state['text'][:1500]}")
             time.sleep(0.5)
+
+
+def press_slider_key(slider, key: str) -> tuple[str, str]:
+    """Focus a slider's handle and press ``key`` (e.g. "End": the slider's maximum); return the readout before
+    and after."""
+    readout = slider.locator(".widget-readout")
+    before = readout.inner_text().strip()
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    handle.press(key)
+    return before, readout.inner_text().strip()
+
+
+def wait_for_output_text(notebook: NotebookPage, cell, pattern: str, timeout: float = 120) -> dict:
+    """Poll a cell's outputs (see :meth:`NotebookPage.output_state`) until their text matches the regular
+    expression ``pattern``; return that state. Fails after ``timeout`` seconds with the text it last saw."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = notebook.output_state(cell)
+        if re.search(pattern, state["text"]):
+            return state
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{notebook.name}: no {pattern!r} in the outputs after {timeout} s; they show:\n"
+                                 f"{state['text'][:1500]}")
+        time.sleep(0.25)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, LabServer, NotebookPage, find_chromium
+from browser_helpers import (CHROMIUM_ARGS, LabServer, NotebookPage, find_chromium, press_slider_key,
+                             wait_for_output_text)
 
 try:
     from playwright.sync_api import sync_playwright
@@ -161,3 +162,52 @@ def test_widgets_render_and_respond_in_jupyterlab(name, browser, lab):
     finally:
         page.close()
         steps.close()
+
+
+LIVE_LAB = "04b_live_lab.ipynb"
+
+
+def test_live_lab_takes_alpha_mid_run_and_stops_in_jupyterlab(browser, lab):
+    """Notebook 04b: Start a run (epochs at the slider's maximum, so it lasts), move alpha while it trains and see
+    the change listed under a redrawn figure, press Stop and see the status say so; no error in the cells and no
+    traceback in the log console (where the background threads' and callbacks' exceptions would go)."""
+    shutil.copy(ROOT / "notebooks" / LIVE_LAB, lab.root_dir / LIVE_LAB)
+    stem = LIVE_LAB.removesuffix(".ipynb")
+    for old in ARTIFACTS.glob(f"{stem}-*"):
+        old.unlink()
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(30_000)
+    nb = NotebookPage(page, lab, LIVE_LAB)
+    try:
+        nb.open()
+        nb.run_all(timeout=240)
+        nb.wait_widgets_rendered()
+        assert not nb.errors(), "errors after running all cells:\n" + "\n".join(nb.errors())
+        cell = nb.widget_cell("alpha")
+        cell.scroll_into_view_if_needed()
+        assert nb.output_state(cell)["images"], "the lab shows no figure before Start"
+        _, epochs = press_slider_key(nb.slider("epochs", within=cell), "End")
+        assert epochs == "60", f"the epochs slider went to {epochs}, not its maximum"
+
+        nb.button("Start", within=cell).click()
+        running = wait_for_output_text(nb, cell, r"running: step \d+", timeout=120)
+        before, after = nb.move_slider(nb.slider("alpha", within=cell), "ArrowRight")
+        assert (before, after) == ("1.00", "1.10"), (before, after)
+        changed = wait_for_output_text(nb, cell, r"changes: step \d+: alpha 1 -> 1\.1", timeout=120)
+        assert changed["images"] and changed["images"] != running["images"], "the figure was not redrawn"
+        page.screenshot(path=ARTIFACTS / f"{stem}-alpha-changed.png")
+
+        nb.button("Stop", within=cell).click()
+        wait_for_output_text(nb, cell, r"stopped after step \d+", timeout=120)
+        page.screenshot(path=ARTIFACTS / f"{stem}-stopped.png")
+        assert not nb.errors(), "errors after the run:\n" + "\n".join(nb.errors())
+        errors = nb.log_console_errors()
+        assert not errors, "a callback or a background thread raised:\n" + "\n".join(errors)
+    except BaseException:
+        try:
+            page.screenshot(path=ARTIFACTS / f"{stem}-FAILED.png")
+        except Exception:  # noqa: BLE001 - keep the test's own error
+            pass
+        raise
+    finally:
+        page.close()
