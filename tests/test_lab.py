@@ -34,6 +34,13 @@ CLI_ARGS = ["train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", 
 EVERY = 2
 
 
+@pytest.fixture(scope="module")
+def synthetic():
+    """The CLI's `--dataset synthetic` (these tests resume lab runs with the CLI, so both must see the same data)."""
+    from dlb_edu.data import make_synthetic
+    return make_synthetic()
+
+
 def make_lab(synthetic, **kwargs) -> LiveLab:
     return LiveLab(CONFIG, data=synthetic, every=EVERY, probe_size=64, **kwargs)
 
