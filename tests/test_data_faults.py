@@ -361,3 +361,16 @@ def test_cli_refuses_a_decompression_bomb_in_an_image_folder_in_one_line(tmp_pat
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"cannot read image {root / 'test' / 'cat' / 'bomb.png'}: DecompressionBombError" in err
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
+@pytest.mark.parametrize("arch,size,match", [("small_cnn", 4, "needs at least 8x8"), ("vgg16", 64, "at most 63x63"),
+                                             ("vgg16", 16, "needs at least 32x32")])
+def test_the_cli_refuses_images_its_network_cannot_take_in_one_line(tmp_path, capsys, arch, size, match):
+    # Without the trainer's check, small_cnn's pooling fails on 4x4 images and VGG-16's classifier on 64x64 ones.
+    folder = tmp_path / "imgs"
+    write_image_folder(folder, size=size)
+    code = main(["train", "--dataset", str(folder), "--arch", arch, "--epochs", "1", "--batch-size", "2",
+                 "--device", "cpu", "--no-progress", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and match in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
