@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlb_edu import reference  # noqa: E402
+from dlb_edu.data import load_dataset  # noqa: E402
 from dlb_edu.train import METHODS, git_revision  # noqa: E402
 
 
@@ -116,6 +117,7 @@ def main(argv=None) -> int:
         return 1
     summaries = [json.loads((j["dir"] / "summary.json").read_text()) for j in jobs]
     revs = sorted({s["git_rev"] for s in summaries})
+    data = load_dataset(summaries[0]["dataset"])
     manifest = {
         "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/reference_runs.py "
                    + shlex.join(["--preset", args.preset, "--seeds", *map(str, args.seeds), "--jobs",
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
                  for j in jobs],
         "preset": args.preset, "dataset": summaries[0]["dataset"], "arch": summaries[0]["arch"],
         "epochs": summaries[0]["epochs"], "seeds": args.seeds,
+        "train_images": len(data.x_train), "test_images": len(data.x_test),
         "machine": machine(), "processes_at_a_time": args.jobs, "threads_per_process": 1,
         "date": datetime.date.fromtimestamp(max((j["dir"] / "summary.json").stat().st_mtime for j in jobs))
         .isoformat(),

@@ -85,7 +85,7 @@ def lab(tmp_path_factory):
     for name in INTERACTIONS:
         shutil.copy(ROOT / "notebooks" / name, root / name)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    server = LabServer(root, tmp_path_factory.mktemp("jupyter"), kernel_env={"DLB_EDU_FAST": "1"})
+    server = LabServer(root, tmp_path_factory.mktemp("jupyter"), kernel_env={"DLB_EDU_SMOKE": "1"})
     try:
         server.start()
         yield server
