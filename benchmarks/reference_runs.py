@@ -78,6 +78,27 @@ def run_one(job: dict, nice: int) -> str:
     return f"{status}: {d.relative_to(ROOT)} in {time.time() - start:.0f} s"
 
 
+def revisions(revs: list[str]) -> list[str]:
+    """The distinct git revisions, oldest first. A summary records the checkout's HEAD when it was last written, so
+    commits made while the runs train show up; the oldest is the one they started from."""
+    def depth(rev):
+        out = subprocess.run(["git", "rev-list", "--count", rev], cwd=ROOT, capture_output=True, text=True)
+        return int(out.stdout.strip() or 0)
+    return sorted(set(revs), key=depth)
+
+
+def training_code_changes(old: str, new: str) -> list[str]:
+    """The package files that ``python -m dlb_edu train`` imports and that differ between two revisions."""
+    code = "import sys, dlb_edu.cli, dlb_edu.train; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split()
+    files = {f"dlb_edu/{m.split('.', 1)[1].replace('.', '/')}.py" for m in loaded if m.startswith("dlb_edu.")}
+    files.add("dlb_edu/__init__.py")
+    changed = subprocess.run(["git", "diff", "--name-only", old, new, "--", "dlb_edu"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    return sorted(set(changed) & files)
+
+
 def machine() -> dict:
     import torch
     cpu = platform.processor() or "unknown CPU"
@@ -116,7 +137,7 @@ def main(argv=None) -> int:
         print("not finished (run again to resume): " + ", ".join(missing), file=sys.stderr)
         return 1
     summaries = [json.loads((j["dir"] / "summary.json").read_text()) for j in jobs]
-    revs = sorted({s["git_rev"] for s in summaries})
+    revs = revisions([s["git_rev"] for s in summaries])
     data = load_dataset(summaries[0]["dataset"])
     manifest = {
         "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/reference_runs.py "
@@ -131,7 +152,9 @@ def main(argv=None) -> int:
         "machine": machine(), "processes_at_a_time": args.jobs, "threads_per_process": 1,
         "date": datetime.date.fromtimestamp(max((j["dir"] / "summary.json").stat().st_mtime for j in jobs))
         .isoformat(),
-        "git_rev": revs[0] if len(revs) == 1 else ", ".join(revs),
+        "git_rev": revs[0],  # the oldest: the revision the runs started from
+        "git_revs_recorded": revs,
+        "training_code_changed_between_them": training_code_changes(revs[0], revs[-1]),
         "report_written_at_rev": git_revision(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

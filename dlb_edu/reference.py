@@ -268,6 +268,17 @@ def announce_smoke() -> bool:
     return smoke_mode()
 
 
+def revision_note(manifest: dict) -> str:
+    """Why the summaries may name several revisions, and whether the training code differs between them."""
+    revs = manifest.get("git_revs_recorded", [])
+    if len(revs) < 2:
+        return ""
+    changed = manifest.get("training_code_changed_between_them", [])
+    return (f" (commits made while the runs trained: the summaries record {', '.join(revs)}; "
+            + (f"the training code differs in {', '.join(changed)})" if changed else
+               "none of them changed a file that `python -m dlb_edu train` imports)"))
+
+
 def binomial_se(accuracy: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` independent test images: sqrt(p (1 - p) / n)."""
     return math.sqrt(accuracy * (1 - accuracy) / n)
@@ -314,7 +325,7 @@ def readme(ref: Reference) -> str:
         f"- torch {mach.get('torch')}; {m.get('processes_at_a_time')} runs at a time, "
         f"{m.get('threads_per_process')} thread each (`OMP_NUM_THREADS=1`, `nice -n 10`), on a machine shared with "
         "other work: the epoch times in the histories are not benchmarks",
-        f"- date: {m.get('date')}; git revision of the code that trained: {m.get('git_rev')}",
+        f"- date: {m.get('date')}; git revision of the code that trained: {m.get('git_rev')}{revision_note(m)}",
         "",
         "## Test accuracy, mean ± std over seeds",
         "",
