@@ -61,6 +61,56 @@ def plot_curves(histories: dict[str, list[dict]], title: str = "", panels=CURVE_
     return fig
 
 
+def plot_seed_summary(runs: dict[str, list[list[dict]]], key: str = "test_acc", title: str = "",
+                      colors: dict | None = None, fig=None):
+    """Several seeds per run: ``runs`` maps a name to its seeds' histories.
+
+    Left: ``key`` per epoch, the mean over seeds with a +-1 standard deviation band. Right: the final and the best
+    value of each name, mean over seeds with +-1 std error bars and one dot per seed.
+    """
+    colors = colors or {}
+    if fig is None:
+        fig = plt.figure(figsize=(13, 4.2))
+    fig.clear()
+    ax_curve, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
+    names = list(runs)
+    for k, name in enumerate(names):
+        histories = runs[name]
+        epochs = [r["epoch"] for r in histories[0]]
+        values = np.array([[r[key] for r in h[:len(epochs)]] for h in histories])
+        mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
+        color = colors.get(name) or f"C{k}"
+        style = "--" if "split" in name else "-"
+        ax_curve.plot(epochs, mean, style, color=color, label=f"{name} ({len(histories)} seeds)")
+        ax_curve.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
+        finals, bests = values[:, -1], values.max(1)
+        for offset, vals, hatch in ((-0.2, finals, None), (0.2, bests, "//")):
+            ax_bar.bar(k + offset, vals.mean(), 0.38, yerr=vals.std(ddof=1) if len(vals) > 1 else 0,
+                       color=color, alpha=0.55 if hatch else 0.9, hatch=hatch, capsize=3, edgecolor="0.2")
+            ax_bar.plot(np.full(len(vals), k + offset), vals, "k.", ms=4)
+    label = key.replace("test_acc", "test accuracy").replace("_", " ")
+    ax_curve.set_xlabel("epoch")
+    ax_curve.set_ylabel(label)
+    ax_curve.set_title(f"{label} per epoch: mean over seeds, band ±1 std", fontsize=10)
+    ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_curve.legend(fontsize=8)
+    lows = [min(min(r[key] for r in h) for h in runs[n]) for n in names]
+    tops = [max(max(r[key] for r in h) for h in runs[n]) for n in names]
+    last_lows = [min(h[-1][key] for h in runs[n]) for n in names]
+    ax_bar.set_ylim(max(0.0, min(last_lows) - 0.05), min(1.0, max(tops) + 0.03) if key.endswith("acc") else None)
+    ax_curve.set_ylim(max(0.0, min(lows) - 0.02), None)
+    ax_bar.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+    ax_bar.set_ylabel(label)
+    ax_bar.set_title(f"final (solid) and best (hatched, epoch chosen on the test set) {label}\n"
+                     "mean ± std over seeds, dots: one seed each", fontsize=10)
+    ax_bar.legend(handles=[Patch(facecolor="0.5", label="final"), Patch(facecolor="0.8", hatch="//", label="best")],
+                  fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def plot_reliability(probs, labels, n_bins: int = 15, ax=None, label: str = "model"):
     """Reliability diagram: accuracy against confidence per bin, with the diagonal of perfect calibration."""
     if ax is None:
@@ -215,10 +265,11 @@ def plot_consecutive_batches(data, prev, nxt, generator=None, title: str = "", f
 # ---------------------------------------------------------------------------------------------------------------
 
 def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
+    """Bytes in binary units, the one convention of the notebooks: 1 KiB = 1024 B, 1 MiB = 1024 KiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+        n /= 1024
 
 
 def plot_memory(sizes: dict[str, int], dlb: tuple[str, ...] = (), title: str = "what each method keeps in memory",

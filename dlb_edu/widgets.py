@@ -6,7 +6,8 @@ Four apps follow the paper (Shen et al., CVPR 2022): :class:`SamplingApp` the ov
 side by side, :class:`LabApp` the same pair trained in the background and steered while it trains (the live lab).
 Sliders only redraw cheap things; training runs behind the ``Run`` and ``Start`` buttons. Every app keeps what it
 last computed (``streams``, ``terms``, ``histories``) and its figure (``fig``), so tests can check both without a
-browser. This is the only module that imports ipywidgets: the training core never does.
+browser, and ``snapshot()`` returns that figure as a plain image, for a reader without a kernel (an exported
+notebook, GitHub), who sees no widget. This is the only module that imports ipywidgets: the training core never does.
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import torch
 from IPython.display import Image, clear_output, display
 from matplotlib.figure import Figure
 
-from . import viz
+from . import reference, viz
 from .data import ImageData, load_dataset
 from .errors import ConfigError, TrainingDiverged
 from .lab import LiveLab, LiveView, default_every, lab_config
 from .losses import consistency_loss, dlb_loss
 from .sampling import DLBBatch, DLBBatchSampler, PlainBatchSampler
+from .smoke import SMOKE_CONFIG, smoke_mode
 from .train import TrainConfig, Trainer
 
 
@@ -39,16 +41,24 @@ class _App:
     def _ipython_display_(self):
         display(self.ui)
 
+    def _png(self) -> bytes:
+        png = io.BytesIO()
+        self.fig.savefig(png, format="png")
+        return png.getvalue()
+
+    def snapshot(self) -> Image:
+        """The app's figure as it is now, as a plain PNG image: what a reader without a kernel can see."""
+        return Image(self._png())
+
     def _show(self, *lines: str) -> None:
         # The figure is a matplotlib.figure.Figure, made without pyplot, so nothing but this Output shows it; it is
         # sent as a PNG, which needs no matplotlib backend in the kernel.
-        png = io.BytesIO()
-        self.fig.savefig(png, format="png")
+        png = self._png()
         with self.out:
             clear_output(wait=True)
             for line in lines:
                 print(line)
-            display(Image(png.getvalue()))
+            display(Image(png))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,25 +183,27 @@ class ConsistencyApp(_App):
 # Notebook 04: training the baseline and DLB side by side
 # ---------------------------------------------------------------------------------------------------------------
 
-FAST_SUBSET = dict(train_subset=128, test_subset=100, probe_size=100)
-
-
 class StabilityApp(_App):
     """Controls for T, alpha, forward mode, data and epochs; ``Run`` trains the baseline and DLB with the same seed,
     one epoch each in turn, and redraws the curves after every epoch.
 
-    ``fast`` (tests, CI) trains on 128 images for 2 epochs. Without a GPU the default is the mini set for 4 epochs
-    (about a minute on two CPU cores); with one, 15 epochs.
+    ``smoke`` (default: :func:`~dlb_edu.smoke.smoke_mode`, what tests and CI set) trains with
+    :data:`~dlb_edu.smoke.SMOKE_CONFIG`'s few images and epochs. Otherwise the default is the mini set for 4 epochs
+    without a GPU (about a minute on two CPU cores), 15 with one. Before the first Run the figure shows the same four
+    panels for the committed reference runs of the baseline and DLB (``dlb_edu.reference``, seed 0), when the
+    project's ``results/reference`` is there: what Run draws, for a real run.
     """
 
-    def __init__(self, fast: bool = False, device: str = "auto", data_choices=("cifar10-mini", "synthetic")):
+    def __init__(self, smoke: bool | None = None, device: str = "auto", data_choices=("cifar10-mini", "synthetic")):
         cuda = torch.cuda.is_available() and device != "cpu"
-        self.fast, self.device = fast, device
+        self.smoke = smoke_mode() if smoke is None else smoke
+        self.device = device
         self.temperature = W.FloatSlider(value=3.0, min=0.5, max=10.0, step=0.5, description="T")
         self.alpha = W.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="alpha")
         self.forward = W.ToggleButtons(options=["joint", "split"], value="joint", description="forward")
         self.dataset = W.Dropdown(options=list(data_choices), value=data_choices[0], description="data")
-        self.num_epochs = W.IntSlider(value=2 if fast else (15 if cuda else 4), min=1, max=60, description="epochs")
+        self.num_epochs = W.IntSlider(value=SMOKE_CONFIG["epochs"] if self.smoke else (15 if cuda else 4), min=1,
+                                      max=60, description="epochs")
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="epochs done",
                                       style={"description_width": "initial"})
@@ -205,13 +217,29 @@ class StabilityApp(_App):
         self.ui = W.VBox([W.HBox([self.temperature, self.alpha, self.forward]),
                           W.HBox([self.dataset, self.num_epochs, self.run_button]),
                           W.HBox([self.progress, self.status]), self.out])
+        self.preview = self._draw_reference()
+
+    def _draw_reference(self) -> bool:
+        """Draw the reference runs' baseline and DLB (seed 0) in the app's four panels; False if there are none."""
+        try:
+            ref = reference.load()
+            runs = {v: ref.of(v)[0] for v in ("baseline", "dlb")}  # the first seed of each
+        except ConfigError:  # DataError included: no committed reference results (an installed package)
+            return False
+        cfg, seed = runs["dlb"].config, runs["dlb"].seed
+        viz.plot_curves({v: run.history for v, run in runs.items()}, fig=self.fig,
+                        title=f"REFERENCE runs, not yours: {cfg['arch']} on {cfg['dataset']}, "
+                              f"{len(runs['dlb'].history)} epochs, T = {cfg['temperature']:g}, alpha = "
+                              f"{cfg['alpha']:g}, forward = {cfg['forward']}, seed {seed} (press Run to train yours)")
+        self._show()
+        return True
 
     def config(self) -> TrainConfig:
         """The run the controls describe (the ``quick`` preset otherwise)."""
         return TrainConfig.from_preset(
             "quick", dataset=self.dataset.value, epochs=self.num_epochs.value, temperature=self.temperature.value,
             alpha=self.alpha.value, forward=self.forward.value, device=self.device,
-            **(FAST_SUBSET if self.fast else {}))
+            **({k: v for k, v in SMOKE_CONFIG.items() if k != "epochs"} if self.smoke else {}))
 
     def data(self, name: str) -> ImageData:
         if name not in self._data:
@@ -235,7 +263,8 @@ class StabilityApp(_App):
                          for m in ("baseline", "dlb")}
         self.histories = {m: t.history for m, t in self.trainers.items()}
         self.progress.max, self.progress.value = cfg.epochs, 0
-        title = (f"{cfg.arch} on {cfg.dataset} ({len(self.trainers['dlb'].data.x_train)} images), "
+        title = (("SMOKE RUN, not a result: " if self.smoke else "")
+                 + f"{cfg.arch} on {cfg.dataset} ({len(self.trainers['dlb'].data.x_train)} images), "
                  f"T = {cfg.temperature:g}, alpha = {cfg.alpha:g}, forward = {cfg.forward}")
         start = time.perf_counter()
         # One epoch of each method in turn: the two curves grow together.

@@ -5,7 +5,7 @@ cells from the Run menu, check that every widget rendered and no cell shows an e
 sliders with the keyboard and check that the figure changed after each move. In 04 the sliders only set the next
 run (and epochs goes down to 1, for time), so pressing Run must redraw, with the new T and alpha in the figure's
 title. Last, no widget callback may have raised (those tracebacks go to JupyterLab's log console, not to a cell).
-The kernels run with DLB_EDU_FAST=1.
+The kernels run in smoke mode (DLB_EDU_SMOKE=1).
 
 For a failed run, test-artifacts/browser/ holds a screenshot of every step (``*-FAILED.png`` for the step that
 failed), ``<notebook>-steps.txt`` (the steps with their times, and the browser console's errors) and the server's
@@ -86,7 +86,7 @@ def lab(tmp_path_factory):
     for name in INTERACTIONS:
         shutil.copy(ROOT / "notebooks" / name, root / name)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    server = LabServer(root, tmp_path_factory.mktemp("jupyter"), kernel_env={"DLB_EDU_FAST": "1"})
+    server = LabServer(root, tmp_path_factory.mktemp("jupyter"), kernel_env={"DLB_EDU_SMOKE": "1"})
     try:
         server.start()
         yield server

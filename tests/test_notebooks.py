@@ -1,5 +1,7 @@
-"""Every notebook runs top to bottom headless in fast mode (DLB_EDU_FAST=1), and every exercise's solution passes
-its check cell.
+"""Every notebook runs top to bottom headless in smoke mode (DLB_EDU_SMOKE=1), every exercise's solution passes
+its check cell, and what a reader of the executed notebook sees is checked: each notebook that trains says in its
+output that it is a smoke run and shows the committed reference results (their marker line and a figure), and each
+widget is followed by a plain image of its view.
 
 Each notebook runs in its own ``python3`` kernel with ``notebooks/`` as the working folder. After the last cell, the
 code of each ``solution`` cell (a collapsed markdown block) runs in the same kernel and every ``check`` cell runs
@@ -15,17 +17,22 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from dlb_edu import reference, smoke
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT_S = 300
 SOLUTION = re.compile(r"```python\n(.*?)```", re.S)
+# The notebooks that train: each shows the reference results beside its own run and announces its smoke run.
+TRAINING = ("00_quickstart", "04_training_stability", "05_full_cifar_experiment", "06_beyond_dlb")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def run_notebook(path: Path, **env) -> nbformat.NotebookNode:
-    """Execute ``path`` in fast mode, then its exercise solutions and checks; return the executed notebook."""
+    """Execute ``path`` in smoke mode, then its exercise solutions and checks; return the executed notebook."""
     nb = nbformat.read(path, as_version=4)
-    kernel_env = {**os.environ, "DLB_EDU_FAST": "1", "DLB_EDU_SMOKE": "1", **env}  # dlb_edu.smoke reads the second
+    kernel_env = {**os.environ, smoke.ENV_VAR: "1", **env}
     kernel_env.pop("MPLBACKEND", None)  # the kernel picks its inline backend, as for a reader
     client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
@@ -55,6 +62,29 @@ def printed(nb) -> str:
                    if o.output_type == "stream")
 
 
+def has_image(cell) -> bool:
+    return any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+
+
+def check_what_a_reader_sees(path: Path, nb) -> None:
+    """The executed notebook, read without a kernel: smoke runs announced, reference results shown, widgets drawn."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if path.stem in TRAINING:
+        assert "SMOKE RUN" in printed(nb), f"{path.name}: a smoke run must say so in its output"
+        shown = [c for c in code if any(reference.MARKER in o.get("text", "") for o in c.outputs)]
+        assert shown, f"{path.name}: the reference results ({reference.MARKER!r}) are not shown"
+        assert all(has_image(c) for c in shown), f"{path.name}: the reference table is shown without its figure"
+        text = "".join(o.get("text", "") for c in shown for o in c.outputs)
+        for fact in ("command: ", "machine: ", "date: ", "git revision: ", "final test acc", "best test acc"):
+            assert fact in text, f"{path.name}: the reference display lacks {fact!r}"
+    for i, cell in enumerate(code):
+        # The apps of dlb_edu.widgets show a VBox of controls; tqdm's progress bars (HBoxes) have a text fallback.
+        if any(WIDGET_VIEW in o.get("data", {}) and o["data"].get("text/plain", "").startswith("VBox(")
+               for o in cell.outputs):
+            assert i + 1 < len(code) and has_image(code[i + 1]), (
+                f"{path.name}: the widget of code cell {i} is not followed by a plain image of its view")
+
+
 def test_the_notebooks_are_in_reading_order():
     assert [p.name[:3] for p in NOTEBOOKS] == ["00_", "01_", "02_", "03_", "04_", "04b", "05_", "06_"]
 
@@ -69,10 +99,11 @@ def test_notebook_is_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("05_")], ids=lambda p: p.stem)
-def test_notebook_runs_headless_in_fast_mode(path):
+def test_notebook_runs_headless_in_smoke_mode(path):
     start = time.perf_counter()
-    run_notebook(path)
+    nb = run_notebook(path)
     print(f"{path.name}: {time.perf_counter() - start:.1f} s in all")
+    check_what_a_reader_sees(path, nb)
 
 
 def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
@@ -82,13 +113,14 @@ def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
     start = time.perf_counter()
     first = run_notebook(path, DLB_EDU_OUT=str(tmp_path))
     print(f"{path.name}: {time.perf_counter() - start:.1f} s in all")
+    check_what_a_reader_sees(path, first)
     for name in ("results.csv", "histories.csv", "curves.png"):
         assert (tmp_path / name).is_file()
-    assert len(list(tmp_path.glob("*/seed_*/checkpoint.pt"))) == 4  # 2 methods x 2 seeds in fast mode
+    assert len(list(tmp_path.glob("seed_*/*/checkpoint.pt"))) == 4  # 2 seeds x 2 methods in smoke mode
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before
     assert printed(first).count("started") == 4
 
     second = run_notebook(path, DLB_EDU_OUT=str(tmp_path))
-    assert printed(second).count("resumed at epoch 2") == 4
+    assert printed(second).count(f"resumed at epoch {smoke.SMOKE_CONFIG['epochs']}") == 4
     results = [line for line in printed(first).splitlines() if "over 2 seeds" in line]
     assert results and results == [line for line in printed(second).splitlines() if "over 2 seeds" in line]

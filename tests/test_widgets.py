@@ -9,11 +9,12 @@ import torch
 
 matplotlib.use("Agg")
 
-from dlb_edu import viz, widgets  # noqa: E402
+from dlb_edu import reference, viz, widgets  # noqa: E402
 from dlb_edu.data import load_dataset  # noqa: E402
 from dlb_edu.errors import ConfigError, DataError  # noqa: E402
 from dlb_edu.losses import consistency_loss, dlb_loss  # noqa: E402
 from dlb_edu.sampling import DLBBatchSampler  # noqa: E402
+from dlb_edu.smoke import SMOKE_CONFIG  # noqa: E402
 
 
 def titled_axes(fig):
@@ -135,32 +136,59 @@ def test_consistency_app_sliders_recompute_redraw_and_print(logits, capsys):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_stability_app_config_follows_the_controls():
-    app = widgets.StabilityApp(fast=True)
+    app = widgets.StabilityApp(smoke=True)
+    assert app.num_epochs.value == SMOKE_CONFIG["epochs"]
     app.temperature.value, app.alpha.value, app.forward.value, app.num_epochs.value = 2.0, 0.5, "split", 3
     cfg = app.config()
     assert (cfg.temperature, cfg.alpha, cfg.forward, cfg.epochs) == (2.0, 0.5, "split", 3)
-    assert cfg.train_subset == widgets.FAST_SUBSET["train_subset"]
+    assert (cfg.train_subset, cfg.test_subset) == (SMOKE_CONFIG["train_subset"], SMOKE_CONFIG["test_subset"])
     assert app.run_button.description == "Run"
 
 
+def test_stability_app_follows_the_smoke_switch_by_default(monkeypatch):
+    monkeypatch.setenv("DLB_EDU_SMOKE", "1")
+    assert widgets.StabilityApp().config().train_subset == SMOKE_CONFIG["train_subset"]
+    monkeypatch.setenv("DLB_EDU_SMOKE", "0")
+    assert widgets.StabilityApp().config().train_subset is None
+
+
+def test_stability_app_shows_the_reference_runs_until_the_first_run():
+    app = widgets.StabilityApp(smoke=True)
+    assert app.preview  # the project's results/reference is committed
+    assert app.fig.get_suptitle().startswith("REFERENCE runs, not yours")
+    ref = reference.load()
+    test_acc = [ax for ax in app.fig.axes if ax.get_title() == "test accuracy"][0]
+    curves = {line.get_label(): list(line.get_ydata()) for line in test_acc.lines}
+    assert curves == {v: [row["test_acc"] for row in ref.of(v)[0].history] for v in ("baseline", "dlb")}
+
+
+def test_snapshot_is_the_apps_current_figure_as_a_png(logits):
+    app = widgets.ConsistencyApp(*logits)
+    png = app.snapshot().data
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    app.temperature.value = 7.0  # a redraw changes the figure, so the next snapshot differs
+    assert app.snapshot().data != png
+
+
 def test_stability_app_run_trains_both_methods_and_redraws_every_epoch(monkeypatch):
+    app = widgets.StabilityApp(smoke=True)
     drawn = []
     plot_curves = viz.plot_curves
     monkeypatch.setattr(viz, "plot_curves", lambda h, **kw: drawn.append({m: len(r) for m, r in h.items()})
                         or plot_curves(h, **kw))
-    app = widgets.StabilityApp(fast=True)
     app.dataset.value, app.num_epochs.value = "synthetic", 2
     app.run_button.click()
     assert [len(h) for h in app.histories.values()] == [2, 2]
     assert drawn == [{"baseline": 1, "dlb": 1}, {"baseline": 2, "dlb": 2}]  # both curves grow together
     assert app.progress.value == app.progress.max == 2
     assert "epoch 2/2" in app.status.value
+    assert app.fig.get_suptitle().startswith("SMOKE RUN, not a result")
     assert len(app.fig.axes) == 4 and all(len(ax.lines) == 2 for ax in app.fig.axes)
     assert not app.run_button.disabled
 
 
 def test_stability_app_shows_a_bad_input_in_its_status_line(monkeypatch):
-    app = widgets.StabilityApp(fast=True)
+    app = widgets.StabilityApp(smoke=True)
     monkeypatch.setattr(widgets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(DataError("no such data")))
     app.run_button.click()
     assert "no such data" in app.status.value and not app.run_button.disabled
@@ -178,7 +206,7 @@ def test_sweep_plot_draws_two_annotated_heat_maps():
 def test_memory_plot_puts_each_size_on_a_labelled_log_axis():
     fig = viz.plot_memory({"DLB cache": 3072, "teacher": 6_900_000}, dlb=("DLB cache",))
     ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.texts] == ["3.1 KB", "6.9 MB"]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.texts] == ["3.0 KiB", "6.6 MiB"]
     assert ax.get_legend() is not None
 
 
@@ -188,3 +216,8 @@ def test_training_core_does_not_import_ipywidgets_or_ipython():
             "print(sorted(m for m in ('ipywidgets', 'IPython') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bytes_are_shown_in_binary_units():
+    assert [viz.format_bytes(n) for n in (1023, 1024, 1536, 3 * 2 ** 20)] == ["1023 B", "1.0 KiB", "1.5 KiB",
+                                                                               "3.0 MiB"]
