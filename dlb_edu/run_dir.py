@@ -221,8 +221,9 @@ class RunDir:
             raise ConfigError(f"cannot write the run folder {self.path}: {e.strerror or e}") from None
         if not os.access(self.path, os.W_OK):
             raise ConfigError(f"cannot write the run folder {self.path}: permission denied")
-        for stale in self.path.glob(".*.tmp"):  # left by a process killed mid-write; we hold the lock
-            stale.unlink(missing_ok=True)
+        for name in (CONFIG, CHECKPOINT, HISTORY, SUMMARY):  # temporary files of a process killed mid-write
+            for stale in self.path.glob(f".{name}.*.tmp"):    # (we hold the lock: no one else is writing)
+                stale.unlink(missing_ok=True)
 
     def _decide(self, config: dict, resume: bool, force: bool) -> dict | None:
         p = self.path

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dlb_edu.cli import main
 from resume_checks import assert_same_weights
 
 pytestmark = pytest.mark.slow
@@ -31,16 +32,23 @@ def cli(out, *extra, kill=None, args=ARGS):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+def in_process(capsys, out, *extra, args=ARGS) -> tuple[int, str]:
+    """Run the CLI in this process (no kill needed: quicker than a new process); return its exit code and stderr."""
+    capsys.readouterr()
+    code = main([*args, "--out", str(out), *extra])
+    return code, capsys.readouterr().err
+
+
 def final_state(out):
     state = torch.load(Path(out) / "checkpoint.pt", weights_only=True)
     history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in state["history"]]
     return state["model"], history
 
 
-def one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return proc.stderr
+def one_error_line(code: int, err: str) -> str:
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +79,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, kil
     assert not list(tmp_path.glob(".*.tmp"))  # the half-written temporary file of the kill is gone
 
 
-def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path):
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path, capsys):
     assert cli(tmp_path, kill=("step", "5")).returncode == -signal.SIGKILL
-    err = one_error_line(cli(tmp_path, "--resume", "--alpha", "0.5"))
+    err = one_error_line(*in_process(capsys, tmp_path, "--resume", "--alpha", "0.5"))
     assert "different run" in err and "alpha" in err
 
 
@@ -88,7 +96,7 @@ ONE_EPOCH = [*ARGS, "--epochs", "1"]  # the last --epochs counts: 8 steps, check
 def finished(tmp_path_factory):
     """A finished one-epoch run (temperature 3), to copy into each test's folder."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert cli(out, args=ONE_EPOCH).returncode == 0
+    assert main([*ONE_EPOCH, "--out", str(out)]) == 0
     return out
 
 
@@ -98,13 +106,13 @@ def copy_of(finished, tmp_path) -> Path:
     return out
 
 
-def test_a_finished_run_without_its_config_json_is_not_replaced(tmp_path, finished):
+def test_a_finished_run_without_its_config_json_is_not_replaced(tmp_path, finished, capsys):
     out = copy_of(finished, tmp_path)
     (out / "config.json").unlink()
     before = {name: (out / name).read_bytes() for name in ("checkpoint.pt", "history.csv", "summary.json")}
-    err = one_error_line(cli(out, "--temperature", "4", args=ONE_EPOCH))
+    err = one_error_line(*in_process(capsys, out, "--temperature", "4", args=ONE_EPOCH))
     assert "holds a different run (temperature: 3.0 -> 4.0)" in err
-    assert "already holds this run" in one_error_line(cli(out, args=ONE_EPOCH))
+    assert "already holds this run" in one_error_line(*in_process(capsys, out, args=ONE_EPOCH))
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
@@ -115,44 +123,44 @@ def test_a_finished_run_without_its_config_json_is_not_replaced(tmp_path, finish
     (("after_write", "2"), "new"),   # config.json replaced, history.csv still the old run's
     (("after_write", "3"), "new"),   # history.csv replaced too
 ], ids=["before-first-checkpoint", "during-first-checkpoint", "after-checkpoint", "after-config", "after-history"])
-def test_force_leaves_either_the_old_or_the_new_run_resumable_at_every_kill_point(tmp_path, finished, kill,
+def test_force_leaves_either_the_old_or_the_new_run_resumable_at_every_kill_point(tmp_path, finished, capsys, kill,
                                                                                    survivor):
     out = copy_of(finished, tmp_path)
     new = ("--temperature", "4")
     assert cli(out, *new, "--force", kill=kill, args=ONE_EPOCH).returncode == -signal.SIGKILL
     old_resume, new_resume = (), new
     refused, resumed = (new_resume, old_resume) if survivor == "old" else (old_resume, new_resume)
-    assert "holds a different run" in one_error_line(cli(out, *refused, "--resume", args=ONE_EPOCH))
-    proc = cli(out, *resumed, "--resume", args=ONE_EPOCH)
-    assert proc.returncode == 0, proc.stderr
+    assert "holds a different run" in one_error_line(*in_process(capsys, out, *refused, "--resume", args=ONE_EPOCH))
+    code, err = in_process(capsys, out, *resumed, "--resume", args=ONE_EPOCH)
+    assert code == 0, err
     temperature = json.loads((out / "config.json").read_text())["temperature"]
     assert temperature == (3.0 if survivor == "old" else 4.0)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["temperature"] == temperature
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + the one epoch
 
 
-def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     cmd = [sys.executable, str(HERE / "kill_points.py"), "pause", "2", "--", *ARGS, "--out", str(out)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == "paused"  # it holds the folder, mid-epoch
-        err = one_error_line(cli(out, "--resume"))
+        err = one_error_line(*in_process(capsys, out, "--resume"))  # this process is the second one
         assert f"another process (pid {first.pid}) is using {out}" in err
     finally:
         first.kill()
         first.wait(timeout=60)
-    assert cli(out, "--resume").returncode == 0  # the lock died with its process
+    assert in_process(capsys, out, "--resume")[0] == 0  # the lock died with its process
 
 
-def test_no_checkpoint_with_non_finite_weights_is_ever_written(tmp_path):
-    # lr 1e30: the first step's update is huge but finite, the next loss is not.
-    proc = cli(tmp_path, "--lr", "1e30", "--checkpoint-every", "1")
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("dlb_edu: training stopped: the ")  # loss, or weights, no longer finite
+def test_no_checkpoint_with_non_finite_weights_is_ever_written(tmp_path, capsys):
+    # lr 1e30: the first step's update is huge but finite, a later loss or weight is not.
+    code, err = in_process(capsys, tmp_path, "--lr", "1e30", "--checkpoint-every", "1")
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("dlb_edu: training stopped: the ")  # loss, or weights, no longer finite
     kept = re.search(rf"the last finite checkpoint is {re.escape(str(tmp_path / 'checkpoint.pt'))} "
-                     rf"\(epoch 1, step (\d+)\)$", proc.stderr.strip())
-    assert kept, proc.stderr
+                     rf"\(epoch 1, step (\d+)\)$", err.strip())
+    assert kept, err
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert state["ranks"][0]["sampler"]["step"] == int(kept.group(1))

@@ -94,3 +94,10 @@ def test_a_resumed_run_rewrites_the_mirror_files_from_its_checkpoint(tmp_path, s
     Trainer(tiny(), data=synthetic, out_dir=tmp_path, resume=True, progress=False)
     assert json.loads((tmp_path / "config.json").read_text()) == tiny().to_dict()
     assert len(read_history_csv(tmp_path / "history.csv")) == 1
+
+
+def test_opening_a_folder_removes_only_the_temporary_files_a_killed_writer_left(tmp_path, synthetic):
+    (tmp_path / ".checkpoint.pt.k3j9x.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / ".notes.tmp").write_text("the user's own")
+    Trainer(tiny(), data=synthetic, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / ".checkpoint.pt.k3j9x.tmp").exists() and (tmp_path / ".notes.tmp").exists()

@@ -1,4 +1,5 @@
-"""The GPU fast path's pieces that a CPU can check: channels_last and bf16 autocast change only float noise."""
+"""The GPU speed-ups' pieces that a CPU can check (``gpu_speedups``: channels_last; ``precision="bf16"``: autocast):
+they change only float noise."""
 import torch
 
 from dlb_edu.data import make_synthetic, normalize, random_crop_flip
@@ -25,14 +26,14 @@ def test_bf16_autocast_logits_and_dlb_loss_agree_with_fp32_to_bf16_precision():
     y = data.y_train[:64]
     ref = model(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fast = model(x)
-    assert fast.dtype == torch.bfloat16
-    torch.testing.assert_close(fast.float(), ref, rtol=0.05, atol=0.05)
+        half = model(x)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), ref, rtol=0.05, atol=0.05)
     cached = ref[32:].detach() + 0.1
     loss_ref = dlb_loss(ref, y, cached[:32])[0]
-    loss_fast = dlb_loss(fast, y, cached[:32])[0]  # the loss itself is computed in float32
-    assert loss_fast.dtype == torch.float32
-    torch.testing.assert_close(loss_fast, loss_ref, rtol=0.02, atol=0.02)
+    loss_half = dlb_loss(half, y, cached[:32])[0]  # the loss itself is computed in float32
+    assert loss_half.dtype == torch.float32
+    torch.testing.assert_close(loss_half, loss_ref, rtol=0.02, atol=0.02)
 
 
 def test_batched_augmentation_is_the_same_whatever_the_memory_layout():
