@@ -2,7 +2,7 @@
 
 It is one switch, the environment variable ``DLB_EDU_SMOKE=1``, read here and nowhere else. Numbers from a smoke run
 mean nothing (a few hundred images, near-chance accuracy); notebooks that train say so in one line when it is on.
-It has nothing to do with the GPU speed path (``TrainConfig.fast``).
+It has nothing to do with the GPU speed-ups (``TrainConfig.gpu_speedups``).
 """
 from __future__ import annotations
 
