@@ -132,3 +132,24 @@ def test_committed_readme_is_the_one_the_results_give():
     ref = reference.load()
     assert (ref.root / "README.md").read_text() == reference.readme(ref)
     assert (ref.root / reference.FIGURE_NAME).is_file()
+
+
+def test_reference_script_runs_every_method_and_dlb_split_through_the_cli(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import reference_runs
+    from dlb_edu.cli import build_parser, config_from_args
+
+    jobs = reference_runs.run_jobs([0, 1, 2], list(METHODS), "quick")
+    assert len(jobs) == 3 * (len(METHODS) + 1)
+    seen = set()
+    for job in jobs:
+        assert job["argv"][:4] == ["python", "-m", "dlb_edu", "train"]
+        config = config_from_args(build_parser().parse_args(job["argv"][3:]))
+        seen.add((config.method, config.forward, config.seed, config.epochs, config.arch))
+        assert job["dir"] == reference.run_dir(reference.default_root(), "quick", config.method, job["forward"],
+                                               config.seed)
+    assert seen == {(m, "joint", s, 15, "small_cnn") for m in METHODS for s in (0, 1, 2)} | {
+        ("dlb", "split", s, 15, "small_cnn") for s in (0, 1, 2)}
+    assert not reference_runs.finished(tmp_path)  # an empty folder is not a finished run
