@@ -1,8 +1,8 @@
 """Data sets as uint8 tensors in memory, and the CIFAR augmentation that works on whole batches.
 
 Every source (CIFAR-10/100 through torchvision, the bundled ``cifar10-mini``, an image folder, ``synthetic``) is
-loaded once into an :class:`ImageData`: uint8 images ``(N, 3, H, W)`` and int64 labels. CIFAR images are 3 KB each,
-so even all of CIFAR-10 is 180 MB: keeping it resident (on the GPU when there is one) is faster than decoding and
+loaded once into an :class:`ImageData`: uint8 images ``(N, 3, H, W)`` and int64 labels. CIFAR images are 3 KiB each,
+so even all of CIFAR-10 is 176 MiB: keeping it resident (on the GPU when there is one) is faster than decoding and
 augmenting per sample in worker processes. The augmentation (4-pixel zero-padded random crop, horizontal flip; He et
 al., 2016) is one function for a whole batch, driven by an explicit ``torch.Generator``, so a run can be replayed
 exactly and a repeated sample gets a fresh crop and flip each time it is drawn.
@@ -161,7 +161,7 @@ def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> Ima
         train, test = cls(str(root), train=True), cls(str(root), train=False)
     except RuntimeError as e:
         if not download:
-            raise DataError(f"{name} not found in {root}: run with --download (about 170 MB), or pass an "
+            raise DataError(f"{name} not found in {root}: run with --download (about 163 MiB), or pass an "
                             f"image-folder path ({e})") from None
         extract_archive(str(fetch(cifar_archive(name), root)), str(root))
         try:
@@ -392,7 +392,7 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> ChannelStats:
     """Per-channel mean and unbiased standard deviation of uint8 images (N, C, H, W), scaled to [0, 1].
 
     Counting how often each of the 256 values occurs in each channel gives the sums of values and of squares
-    exactly, in integers, without a float copy of the set (all of CIFAR-10 as float32 is 600 MB): ``chunk`` images
+    exactly, in integers, without a float copy of the set (all of CIFAR-10 as float32 is 703 MiB): ``chunk`` images
     at a time, one channel at a time. A constant channel's deviation is replaced by 1 (see :attr:`ImageData.std`).
     """
     if x.dtype != torch.uint8 or x.dim() != 4 or x.numel() == 0:

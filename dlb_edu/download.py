@@ -1,7 +1,7 @@
 """Download an archive from a list of mirrors, each copy checked against the archive's known MD5 before it is used.
 
 Why: since June 2026 the host torchvision downloads CIFAR from (www.cs.toronto.edu) serves tens of kB/s, so the
-170 MB archive takes most of an hour (pytorch/vision issue 9536). The archive is the same file wherever it is
+163 MiB archive takes most of an hour (pytorch/vision issue 9536). The archive is the same file wherever it is
 served, and its MD5 is known (torchvision checks it too), so any mirror will do as long as the bytes are checked.
 
 The rules, in order:
