@@ -37,7 +37,7 @@ def setup_cell(address: str | None = None) -> str:
 
 
 def test_every_notebook_opens_with_the_same_setup_cell():
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == 8  # 00-06 and 04b
     for path in NOTEBOOKS:
         cells = nbformat.read(path, as_version=4).cells
         assert cells[0].cell_type == "markdown" and cells[1].cell_type == "code", path.name  # right after the intro
