@@ -17,7 +17,6 @@ over 0.85 nats at T = 3. Measured on 2,048 bundled images (seeds 0-2, 40 steps):
 import math
 
 import pytest
-import torch
 
 from dlb_edu.data import load_dataset
 from dlb_edu.train import TrainConfig, Trainer
@@ -61,7 +60,6 @@ def first_steps(arch: str, seed: int = 0) -> tuple[list[float], list[float]]:
 
 @pytest.mark.slow
 def test_dlb_paper_preset_resnet32_does_not_collapse():
-    torch.set_num_threads(1)
     losses, ces = first_steps("resnet32")
     assert max(losses) < LOSS_BOUND, f"step losses spiked: {[round(x, 1) for x in losses]}"
     assert sum(ces[-10:]) / 10 < CE_END_BOUND, f"cross-entropy stuck near ln 10: {[round(x, 2) for x in ces]}"
@@ -70,6 +68,5 @@ def test_dlb_paper_preset_resnet32_does_not_collapse():
 @pytest.mark.slow
 def test_option_a_resnet32_collapses_under_dlb_the_bug_this_guards_against():
     # The network revision 9768921 trained as "resnet32": the same test must see it fail, or the bounds mean nothing.
-    torch.set_num_threads(1)
     losses, ces = first_steps("resnet32_option_a")
     assert max(losses) > LOSS_BOUND and sum(ces[-10:]) / 10 > CE_END_BOUND
