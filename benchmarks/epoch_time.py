@@ -14,7 +14,6 @@ peak_mem_bytes, device, torch, git_rev, command, dataset, train_images.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from dlb_edu.data import load_dataset
+from dlb_edu.run_dir import write_json
 from dlb_edu.train import TrainConfig, Trainer, git_revision
 
 
@@ -87,7 +87,7 @@ def main(argv=None) -> list[dict]:
                           f"{r['epoch_time_s_median'] / base['epoch_time_s_median']:.2f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(records, indent=2) + "\n")
+        write_json(Path(args.out), records)
     return records
 
 

@@ -17,7 +17,6 @@ git_rev, command.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -28,6 +27,7 @@ import torch
 
 from dlb_edu.data import load_dataset
 from dlb_edu.lab import LiveLab, LiveView, lab_config
+from dlb_edu.run_dir import write_json
 from dlb_edu.train import git_revision
 
 
@@ -94,7 +94,7 @@ def main(argv=None) -> list[dict]:
               f"over {len(rates)} runs")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(records, indent=2) + "\n")
+        write_json(Path(args.out), records)
     return records
 
 

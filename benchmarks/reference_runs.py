@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from dlb_edu import reference  # noqa: E402
 from dlb_edu.data import load_dataset  # noqa: E402
+from dlb_edu.run_dir import write_json  # noqa: E402
 from dlb_edu.train import METHODS, git_revision  # noqa: E402
 
 
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         "training_code_changed_between_them": training_code_changes(revs[0], revs[-1]),
         "report_written_at_rev": git_revision(),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / "manifest.json", manifest)
     ref = reference.load(out)
     fig = reference.figure(ref)
     fig.savefig(out / reference.FIGURE_NAME, dpi=110)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -54,6 +53,7 @@ from .errors import ConfigError
 from .losses import check_alpha, check_temperature
 from .sampling import step_seed
 from .smoke import smoke_mode, smoke_overrides
+from .run_dir import write_json
 from .train import TrainConfig, Trainer
 
 METHODS = ("baseline", "dlb")
@@ -142,12 +142,6 @@ class _StepTap:
 def steps_done(trainer: Trainer) -> int:
     """Optimizer steps a trainer has taken since its run began (across epochs and resumes)."""
     return trainer.sampler.epoch * len(trainer.sampler) + trainer.sampler.step
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # then rename: a kill mid-write leaves the old file whole
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 class LiveLab:
@@ -558,7 +552,7 @@ class LiveLab:
     # -----------------------------------------------------------------------------------------------------------
 
     def _save_record(self) -> None:
-        _write_json(self.out_dir / RECORD_FILE, {"config": self.config.to_dict(), **self.history()})
+        write_json(self.out_dir / RECORD_FILE, {"config": self.config.to_dict(), **self.history()})
 
     def _load_record(self) -> None:
         """Continue a saved lab: its record up to where each trainer resumed, and DLB's T and alpha as they were.
