@@ -2,7 +2,7 @@
 
 A DLB step (Shen et al., CVPR 2022, Algorithm 1), in :meth:`Trainer.train_step`: take the batch from
 :class:`~dlb_edu.sampling.DLBBatchSampler` (the repeated half first, then the fresh half), augment it anew, forward
-it (``joint``: one call, the paper's wording; ``split``: each half in its own call, fresh half first, as the
+it (``joint``: both halves in one call; ``split``: each half in its own call, fresh half first, as the
 authors' code, so BatchNorm normalizes each half with its own statistics), compute :func:`~dlb_edu.losses.dlb_loss`
 against the cached logits of the repeated half, step, and cache the detached logits of the fresh half. The baseline
 is the same loop with plain batches and plain cross-entropy; the other methods (label smoothing, Tf-KD, CS-KD,
