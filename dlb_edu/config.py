@@ -13,8 +13,10 @@ import dataclasses
 import functools
 import math
 import numbers
+import os
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -25,8 +27,9 @@ from .models import ARCHS
 from .noise import NOISE_TYPES
 
 FORWARD_MODES = ("joint", "split")
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 GPU_SPEEDUPS = ("auto", "off")
+SWITCHES = ("auto", "on", "off")
 
 # The authors' recipe (their `base.py` and `dlb.py`, the paper's Sec. 4.1) and a short one for CPUs. The learning rate
 # drops x0.1 at the same *fractions* of the run as the authors' 150/180/210 of 240 epochs, so a shorter run keeps the
@@ -39,7 +42,13 @@ PRESETS = {
                   forward="split", precision="fp32"),
     "quick": dict(arch="small_cnn", epochs=15, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
                   weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
-                  forward="joint", precision="bf16"),
+                  forward="joint", precision="auto"),
+    # The paper's recipe and schedule shape on a network two CPU cores train on all of CIFAR-10 in minutes: 16 epochs
+    # put the drops at epochs 10, 12 and 14, the authors' 150/180/210 of 240 scaled by 1/15, and one seed's baseline +
+    # DLB pair takes about 20 minutes on the 2-core development machine (README, "The full CIFAR-10 experiment").
+    "cpu": dict(arch="small_cnn", epochs=16, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
+                weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
+                forward="split", precision="auto"),
 }
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the weights and losses are float32: no setting may exceed it
@@ -84,11 +93,18 @@ class TrainConfig:
     carry_over: bool = _opt(True, "repeat the last fresh half of an epoch at the start of the next")
     seed: int = _opt(0, "seed of every random stream of the run (seeds.py)", low=0, high=SEED_MAX)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N", resumable=True)
-    gpu_speedups: str = _opt("auto", "auto: on CUDA, channels_last activations and a fused SGD step; off: never",
-                             choices=GPU_SPEEDUPS)
-    precision: str = _opt("bf16", "bf16: autocast the forward on CUDA (never on a CPU); fp32: never",
+    gpu_speedups: str = _opt("auto", "auto: on CUDA, a fused SGD step; off: never", choices=GPU_SPEEDUPS)
+    channels_last: str = _opt("auto", "channels_last activations; auto: on (measured faster on CPU and GPU)",
+                              choices=SWITCHES)
+    precision: str = _opt("auto", "auto: bf16 autocast on CUDA capability >= 8 and on CPUs with native bf16, fp16 "
+                                  "with a GradScaler on CUDA 7.x, else fp32; or force bf16, fp16 or fp32",
                           choices=PRECISIONS)
-    compile: bool = _opt(False, "torch.compile the model (CUDA; pays off on long runs)")
+    threads: int | None = _opt(None, "intra-op CPU threads (default: torch's, one per core); the rounding, and so "
+                                     "the bits, depend on it", low=1, high=1024, resumable=True)
+    deterministic: bool = _opt(False, "deterministic CUDA kernels (torch.use_deterministic_algorithms, cuDNN "
+                                      "deterministic, no cuDNN autotuning): bitwise repeatable GPU runs, slower")
+    compile: bool = _opt(False, "torch.compile the model (CUDA and CPU; the compilation costs tens of seconds, so it "
+                                "pays only on long runs)")
     train_subset: int | None = _opt(None, "use only the first N training images", low=1, high=INT_MAX)
     test_subset: int | None = _opt(None, "use only the first N test images", low=1, high=INT_MAX)
     probe_size: int = _opt(500, "training images whose predictions are tracked for the stability metrics", low=1,
@@ -98,6 +114,8 @@ class TrainConfig:
     data_root: str | None = _opt(None, "where data sets live (default: $DLB_EDU_DATA, else data/ in a checkout, "
                                              "else ~/.cache/dlb-edu)", resumable=True)
     download: bool = _opt(False, "download CIFAR-10/100 into the data root if missing", resumable=True)
+    tensorboard: bool = _opt(False, "also write each epoch's history row and the step losses as TensorBoard scalars "
+                                    "into <out>/tensorboard/", resumable=True)
     # Beyond DLB: the other methods' settings (methods.py, defaults from their papers), label noise, augmentation.
     ls_epsilon: float = _opt(0.1, "label_smoothing: eps (Szegedy et al., 2016)", low=0, high=1)
     tfkd_alpha: float = _opt(0.1, "tf_kd: weight of the KL to the virtual teacher (Yuan et al., 2020)", low=0, high=1)
@@ -177,6 +195,13 @@ def check_value(name: str, value):
     :class:`~dlb_edu.augment.Augmenter`); returns it normalized."""
     field_ = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
     return _checked(name, value, _type_hints()[name], field_.metadata)
+
+
+def field_defaults() -> dict:
+    """Every field's default. A field absent from an older run's config takes its default: a field is only ever added
+    with a default that computes what the versions before it computed."""
+    return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(TrainConfig)}
 
 
 def resumable_fields() -> tuple[str, ...]:
@@ -259,13 +284,39 @@ def _check_device_name(device: str) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """The torch device a config's ``device`` names here; ConfigError if it is not available."""
+    """The torch device a config's ``device`` names here; ConfigError if it is not available. Under torchrun (several
+    processes), a CUDA device means each process's own GPU, ``cuda:$LOCAL_RANK``, whatever index was written."""
     _check_device_name(device)
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available here: use --device cpu")
+    if dev.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+        raise ConfigError(f"device {str(dev)!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
     return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is measured faster than fp32
+    (README, "Speed on a CPU"); elsewhere bf16 is emulated, and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: we have measured nothing there
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The precision a run with ``precision=requested`` uses on ``device``: ``auto`` is bf16 on CUDA capability >= 8
+    (Ampere and later), fp16 with a GradScaler on 7.x (V100, T4: no native bf16, though
+    ``torch.cuda.is_bf16_supported()`` says yes through emulation), fp32 on older GPUs; on a CPU, bf16 where it is
+    native, else fp32. An explicit bf16, fp16 or fp32 is taken as it is."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return "bf16" if major >= 8 else "fp16" if major >= 7 else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"

@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 
 from . import distributed
-from .config import resumable_fields
+from .config import field_defaults, resumable_fields
 from .errors import ConfigError
 
 CONFIG, CHECKPOINT, HISTORY, SUMMARY, LOCK = "config.json", "checkpoint.pt", "history.csv", "summary.json", ".lock"
@@ -100,7 +100,10 @@ def read_history_csv(path: str | Path) -> list[dict]:
 
 
 def config_diff(saved: dict, current: dict) -> str:
-    """The fields (other than those a resume may change) in which two configs differ, as 'name: a -> b'."""
+    """The fields (other than those a resume may change) in which two configs differ, as 'name: a -> b'. A field absent
+    from either (a config from an older version) counts as its default."""
+    defaults = field_defaults()
+    saved, current = {**defaults, **saved}, {**defaults, **current}
     keys = sorted((set(saved) | set(current)) - set(resumable_fields()))
     return ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -29,14 +30,14 @@ import torch.nn.functional as F
 
 from . import distributed, metrics
 from .augment import Augmenter
-from .config import FORWARD_MODES, PRECISIONS, PRESETS, TrainConfig, resolve_device
+from .config import FORWARD_MODES, PRECISIONS, PRESETS, TrainConfig, resolve_device, resolve_precision
 from .data import ImageData, check_trainable, load_dataset, normalize, random_crop_flip
 from .epoch_stats import EpochStats
 from .errors import ConfigError, TrainingDiverged
 from .methods import METHODS, build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
-from .run_dir import HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv
+from .run_dir import CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv
 from .sampling import step_seed
 from .seeds import derive_seed
 
@@ -61,10 +62,14 @@ class Trainer:
         self.rank, self.world_size = distributed.rank_and_world_size()
         distributed.check_supported(cfg, self.world_size)
         self.progress = progress and self.rank == 0
-        # The GPU speed-ups: channels_last activations and a fused optimizer step; bf16 autocast unless fp32.
+        # Speed: a fused optimizer step on CUDA, channels_last activations, autocast by device (config.resolve_precision)
         self.gpu_speedups = self.device.type == "cuda" and cfg.gpu_speedups == "auto"
-        self.autocast = self.device.type == "cuda" and cfg.precision == "bf16"
-        self.memory_format = torch.channels_last if self.gpu_speedups else torch.contiguous_format
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.memory_format = torch.contiguous_format if cfg.channels_last == "off" else torch.channels_last
+        # fp16 needs its loss scaled against underflow; the scaler's state is in the checkpoint, so resume is exact.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        _set_backend_flags(self.device, cfg)
         self.run_dir = RunDir(out_dir) if out_dir is not None else None
         if resume and self.run_dir is None:
             raise ConfigError("resume needs an output folder (--out DIR) that holds a checkpoint")
@@ -165,7 +170,7 @@ class Trainer:
         x, mix = self.augment(x, batch, gen)  # cutout, mixup or CutMix, each part of the batch on its own
         x = x.contiguous(memory_format=self.memory_format)
         y = self.y_train[idx]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with self._autocast():
             if self.config.forward == "split":
                 # The authors' step: each half in its own call, the fresh half first, so BatchNorm normalizes each
                 # half with its own statistics and updates its running averages twice, fresh half first.
@@ -176,8 +181,9 @@ class Trainer:
                 logits = self.net(x)
         loss, ce, consistency = self.method.loss(logits, y, batch, epoch, mix)  # DLB's loss, or a rival's
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()  # the identity unless fp16
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.method.after_step(batch, logits)  # DLB caches the fresh half's logits, PS-KD stores the predictions
         scored_logits, scored_y = logits[batch.scored], y[batch.scored]  # DLB: the fresh half; CS-KD: the anchors
         self.stats.add(loss, ce, consistency, (scored_logits.argmax(1) == scored_y).sum(), len(scored_y))
@@ -188,12 +194,16 @@ class Trainer:
         """Softmax probabilities of un-augmented images, in eval mode."""
         was_training = self.model.training
         self.model.eval()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with self._autocast():
             out = torch.cat([F.softmax(self.model(normalize(x_uint8[i:i + batch_size], self.mean, self.std)
                                                   .contiguous(memory_format=self.memory_format)).float(), 1)
                              for i in range(0, len(x_uint8), batch_size)])
         self.model.train(was_training)
         return out
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
 
     def evaluate(self) -> dict:
         """Test loss (NLL), accuracy and expected calibration error."""
@@ -237,7 +247,10 @@ class Trainer:
             "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
             "train_time_s": sum(h["epoch_time_s"] for h in self.history),
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-            "processes": self.world_size,
+            "processes": self.world_size, "precision": self.precision,
+            "channels_last": self.memory_format == torch.channels_last,
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            **_backend_flags(self.device),
             "params": count_parameters(self.model),
             "cache_bytes": self.method.nbytes,  # what the method keeps between steps: DLB's cache, PS-KD's table
             "label_noise_realized": self.label_noise_realized,
@@ -277,6 +290,7 @@ class Trainer:
             "prev_probe_probs": None if self.prev_probe_probs is None else self.prev_probe_probs.cpu(),
             "history": self.history,
             "torch_rng": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict(),  # empty unless fp16
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -306,6 +320,8 @@ class Trainer:
         self.prev_probe_probs = None if probs is None else probs.to(self.device)
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("scaler"):  # absent from checkpoints written before fp16 existed
+            self.scaler.load_state_dict(state["scaler"])
 
     def save_checkpoint(self, path: str | Path | None = None) -> None:
         """Write the checkpoint atomically, never one with non-finite weights (TrainingDiverged then). Collective when
@@ -329,6 +345,30 @@ def prepare_data(config: TrainConfig, data: ImageData | None) -> tuple[ImageData
     check_trainable(data, config.arch, MIN_IMAGE_SIZE.get(config.arch, 1), MAX_IMAGE_SIZE.get(config.arch))
     noisy = with_label_noise(data, config.label_noise, config.label_noise_type, config.seed)  # test labels stay
     return noisy, realized_rate(data.y_train, noisy.y_train)
+
+
+def _set_backend_flags(device: torch.device, cfg: TrainConfig) -> None:
+    """The process-wide switches a run needs: CPU threads; on CUDA, cuDNN autotuning (the authors' choice) unless
+    deterministic kernels are asked for. TF32 stays at PyTorch's defaults (matmuls fp32, cuDNN convolutions TF32);
+    summary.json records them."""
+    if device.type == "cpu" and cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.deterministic = cfg.deterministic
+    if cfg.deterministic:
+        # cuBLAS needs a fixed workspace for repeatable results; it reads the variable when it first starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def _backend_flags(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {"tf32_matmul": None, "tf32_cudnn": None, "cudnn_benchmark": None, "deterministic_algorithms":
+                torch.are_deterministic_algorithms_enabled()}
+    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
 
 
 def _row_slices(parts: list[int]) -> list[slice]:
@@ -378,7 +418,15 @@ def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Pat
         raise ConfigError(f"methods must be distinct and at least one, got {', '.join(methods) or 'none'}")
     configs = [dataclasses.replace(config, method=m) for m in methods]  # each one validated
     data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
-    trainers = [Trainer(cfg, data=data, out_dir=None if out_dir is None else Path(out_dir) / cfg.method, **kwargs)
+    resume = kwargs.pop("resume", False)
+
+    def folder(cfg):
+        return None if out_dir is None else Path(out_dir) / cfg.method
+
+    # `resume` continues the methods that have a checkpoint and starts the others (a method added to a comparison,
+    # or one a kill stopped before its first checkpoint).
+    trainers = [Trainer(cfg, data=data, out_dir=folder(cfg),
+                        resume=resume and folder(cfg) is not None and (folder(cfg) / CHECKPOINT).exists(), **kwargs)
                 for cfg in configs]
     results = {}
     for trainer in trainers:

@@ -76,9 +76,11 @@ def test_to_dict_and_from_dict_round_trip():
 
 
 def test_only_fields_that_change_nothing_computed_may_change_on_resume():
-    assert set(resumable_fields()) == {"epochs", "device", "checkpoint_every", "data_root", "download"}
+    # device and threads change only the rounding (which kernels, how reductions are split), not the computation
+    assert set(resumable_fields()) == {"epochs", "device", "threads", "checkpoint_every", "data_root", "download",
+                                       "tensorboard"}
 
 
 def test_unknown_preset_is_refused():
-    with pytest.raises(ConfigError, match="unknown preset 'huge': choose one of paper, quick"):
+    with pytest.raises(ConfigError, match="unknown preset 'huge': choose one of paper, quick, cpu"):
         TrainConfig.from_preset("huge")
