@@ -10,10 +10,19 @@ also times the baseline at 2B, which forwards as many samples per step as DLB do
 
 Each JSON record holds: arch, method, batch_size, forward, samples_per_step, epoch_time_s_median, epoch_times_s,
 peak_mem_bytes, device, torch, git_rev, command, dataset, train_images.
+
+``--variants`` measures CPU settings against each other in one A/B run: each variant
+(``precision:channels_last:threads``, e.g. ``fp32:off:2`` for the trainer's CPU path before the cpu preset) gets its
+own Trainer, and the variants take turns epoch by epoch (the first round is the warm-up), so that they share the
+machine's load and the process's start-up:
+
+    python benchmarks/epoch_time.py --archs small_cnn --dataset data/cifar10-jpeg --variants fp32:off:2 bf16:on:2 \
+        fp32:on:2 bf16:off:2 bf16:on:1 --rounds 3 --device cpu --out results/bench_cpu_variants.json
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -48,6 +57,37 @@ def time_one(data, dataset: str, arch: str, method: str, batch_size: int, forwar
     }
 
 
+def time_variants(data, dataset: str, arch: str, methods: list[str], batch_size: int, forward: str,
+                  variants: list[str], rounds: int, train_subset: int | None) -> list[dict]:
+    """The variants in turns, one epoch each per round; the first round is dropped (warm-up)."""
+    runs = {}
+    for v in variants:
+        precision, channels_last, threads = v.split(":")
+        for method in methods:
+            cfg = TrainConfig(method=method, dataset=dataset, arch=arch, batch_size=batch_size, forward=forward,
+                              epochs=rounds, device="cpu", precision=precision, channels_last=channels_last,
+                              threads=int(threads), probe_size=100, test_subset=1000)
+            runs[v, method] = (int(threads), Trainer(cfg, data=data, progress=False), [])
+    loads = []
+    for r in range(rounds):
+        loads.append(os.getloadavg()[0])
+        for (v, method), (threads, trainer, times) in runs.items():
+            torch.set_num_threads(threads)
+            times.append(trainer.train_epoch()["epoch_time_s"])
+            print(f"round {r + 1}/{rounds} {arch} {method:<8} {v:<11} {times[-1]:.2f} s", flush=True)
+    records = []
+    for (v, method), (threads, trainer, times) in runs.items():
+        precision, channels_last, _ = v.split(":")
+        records.append({
+            "arch": arch, "method": method, "batch_size": batch_size, "forward": forward, "variant": v,
+            "precision": precision, "channels_last": channels_last, "threads": threads,
+            "epoch_time_s_median": statistics.median(times[1:]), "epoch_times_s": times[1:],
+            "warmup_epoch_s": times[0], "loadavg_per_round": loads, "device": "cpu", "torch": torch.__version__,
+            "git_rev": git_revision(), "command": "python " + shlex.join(sys.argv), "dataset": dataset,
+            "train_images": len(data.x_train)})
+    return records
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cifar10-mini")
@@ -62,10 +102,26 @@ def main(argv=None) -> list[dict]:
                    help="also time the baseline at 2B (as many samples per step as DLB at B)")
     p.add_argument("--train-subset", type=int, help="time on the first N training images only")
     p.add_argument("--out", help="write the records as JSON here")
+    p.add_argument("--variants", nargs="+", help="CPU A/B: precision:channels_last:threads, e.g. fp32:off:2")
+    p.add_argument("--rounds", type=int, default=3, help="with --variants: epochs per variant, the first dropped")
     args = p.parse_args(argv)
     if args.epochs <= args.warmup:
         p.error("--epochs must exceed --warmup")
     data = load_dataset(args.dataset).subset(args.train_subset)
+    if args.variants:
+        records = [r for arch in args.archs for b in args.batch_sizes for fwd in args.forward
+                   for r in time_variants(data, args.dataset, arch, ["baseline", "dlb"], b, fwd, args.variants,
+                                          args.rounds, args.train_subset)]
+        for arch in args.archs:
+            for method in ("baseline", "dlb"):
+                ref = next(r for r in records if (r["arch"], r["method"]) == (arch, method))
+                for r in records:
+                    if (r["arch"], r["method"]) == (arch, method):
+                        print(f"{arch} {method:<8} {r['variant']:<11} median {r['epoch_time_s_median']:.2f} s, "
+                              f"speed-up over {ref['variant']}: {ref['epoch_time_s_median'] / r['epoch_time_s_median']:.2f}x")
+        if args.out:
+            write_json(Path(args.out), records)
+        return records
     records = []
     for arch in args.archs:
         for b in args.batch_sizes:

@@ -160,9 +160,13 @@ def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> Ima
     try:
         train, test = cls(str(root), train=True), cls(str(root), train=False)
     except RuntimeError as e:
+        missing = str(e)
+    else:
+        missing = None
+    if missing is not None:  # outside the except block: a failed download is not chained to torchvision's message
         if not download:
             raise DataError(f"{name} not found in {root}: run with --download (about 163 MiB), or pass an "
-                            f"image-folder path ({e})") from None
+                            f"image-folder path ({missing})")
         extract_archive(str(fetch(cifar_archive(name), root)), str(root))
         try:
             train, test = cls(str(root), train=True), cls(str(root), train=False)

@@ -37,12 +37,15 @@ from .errors import ConfigError, TrainingDiverged
 from .methods import METHODS, build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
+from .projection import Projection, RunCost, check_budget_minutes, duration
 from .run_dir import CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv
 from .sampling import step_seed
 from .seeds import derive_seed
+from .tensorboard_log import TensorBoardLog
 
 __all__ = ["Trainer", "TrainConfig", "PRESETS", "FORWARD_MODES", "PRECISIONS", "METHODS", "HISTORY_COLUMNS",
-           "read_history_csv", "resolve_device", "train", "compare", "prepare_data", "git_revision"]
+           "read_history_csv", "resolve_device", "train", "compare", "run_experiment", "measure_costs", "project", "epochs_done",
+           "prepare_data", "git_revision"]
 
 OnStep = Callable[["Trainer", torch.Tensor], None]
 
@@ -107,6 +110,9 @@ class Trainer:
             if state is not None:
                 self.load_state_dict(state)
                 self.run_dir.write_outputs(self.history, self.summary())  # replace any stale ones
+        self.tensorboard = None
+        if cfg.tensorboard and self.run_dir is not None and self.rank == 0:
+            self.tensorboard = TensorBoardLog(self.run_dir.path, self.steps_done)
 
     # -----------------------------------------------------------------------------------------------------------
     # The loop
@@ -116,6 +122,8 @@ class Trainer:
         """Train until ``config.epochs``; yield each epoch's history row as it finishes. See ``train_epoch``."""
         while self.sampler.epoch < self.config.epochs:
             yield self.train_epoch(on_step)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.run_dir is not None:
             self.run_dir.write_outputs(self.history, self.summary())  # also after a resume of a finished run
 
@@ -137,6 +145,8 @@ class Trainer:
             for batch in self.sampler:
                 loss = self.train_step(batch, epoch, self.sampler.step - 1)
                 bar.update(1)
+                if self.tensorboard is not None:
+                    self.tensorboard.step(self.steps_done, loss.item())
                 if on_step is not None:
                     on_step(self, loss)
                 if (self.run_dir is not None and cfg.checkpoint_every
@@ -154,6 +164,8 @@ class Trainer:
         row = {k: row[k] for k in HISTORY_COLUMNS}
         self._stop_if_diverged(row)  # before the row is kept or saved
         self.history.append(row)
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(row, self.steps_done)
         self.stats = EpochStats(self.sampler.epoch, self.device)
         if self.run_dir is not None:
             self.save_checkpoint()
@@ -230,6 +242,11 @@ class Trainer:
         for _ in self.epochs():
             pass
         return self.summary()
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps of the run so far, over all epochs."""
+        return self.sampler.epoch * len(self.sampler) + self.sampler.step
 
     @property
     def cache(self):
@@ -384,7 +401,7 @@ def _classes_text(classes) -> str:
 
 def _progress_bar(**kwargs):
     from tqdm.auto import tqdm
-    return tqdm(leave=False, **kwargs)
+    return tqdm(**{"leave": False, **kwargs})
 
 
 def git_revision() -> str:
@@ -405,33 +422,135 @@ def train(config: TrainConfig, **kwargs) -> tuple[list[dict], dict]:
 
 def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Path | None = None,
             data: ImageData | None = None, on_epoch: Callable[[str, dict], None] | None = None,
-            **kwargs) -> dict[str, tuple[list[dict], dict]]:
+            budget_minutes: float | None = None, **kwargs) -> dict[str, tuple[list[dict], dict]]:
     """Train each method with the same seed, data and schedule; return ``{method: (history, summary)}``.
 
     ``out_dir/<method>`` receives each run's outputs; ``on_epoch(method, row)`` is called as each epoch ends (on
-    rank 0 only when several processes train). Every run is set up (settings, data, folders) before the first one
-    trains, so a bad one is refused before any training. Keyword arguments go to :class:`Trainer`.
+    rank 0 only when several processes train). First the plan's time is measured and printed in one line; a plan
+    over ``budget_minutes`` is refused (see :mod:`~dlb_edu.projection`). Every run is set up (settings, data,
+    folders) before the first one trains, so a bad one is refused before any training. With ``resume=True`` the
+    methods that have a checkpoint continue and the others start. Keyword arguments go to :class:`Trainer`.
     """
+    results = run_experiment(config, methods, [config.seed], out_dir, data, on_epoch, budget_minutes,
+                             _layout=lambda out, seed, method: out / method, **kwargs)
+    return {method: result for (method, _), result in results.items()}
+
+
+def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=(0,), out_dir: str | Path | None = None,
+                   data: ImageData | None = None, on_epoch: Callable[[str, dict], None] | None = None,
+                   budget_minutes: float | None = None, _layout=None,
+                   **kwargs) -> dict[tuple[str, int], tuple[list[dict], dict]]:
+    """Every method for every seed (``out_dir/seed_<seed>/<method>``), one run after the other; return
+    ``{(method, seed): (history, summary)}``. As :func:`compare`, with the projection over the whole plan and one
+    progress bar over all of it."""
+    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"methods must be a list of method names, got {methods!r}")
     methods = list(methods)
     duplicates = sorted({m for m in methods if methods.count(m) > 1})
     if not methods or duplicates:
         raise ConfigError(f"methods must be distinct and at least one, got {', '.join(methods) or 'none'}")
-    configs = [dataclasses.replace(config, method=m) for m in methods]  # each one validated
+    budget_minutes = check_budget_minutes(budget_minutes)
+    configs = [dataclasses.replace(config, method=m, seed=s) for s in seeds for m in methods]  # each one validated
+    layout = _layout or (lambda out, seed, method: out / f"seed_{seed}" / method)
+    folders = [None if out_dir is None else layout(Path(out_dir), cfg.seed, cfg.method) for cfg in configs]
     data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
     resume = kwargs.pop("resume", False)
-
-    def folder(cfg):
-        return None if out_dir is None else Path(out_dir) / cfg.method
-
-    # `resume` continues the methods that have a checkpoint and starts the others (a method added to a comparison,
-    # or one a kill stopped before its first checkpoint).
-    trainers = [Trainer(cfg, data=data, out_dir=folder(cfg),
-                        resume=resume and folder(cfg) is not None and (folder(cfg) / CHECKPOINT).exists(), **kwargs)
-                for cfg in configs]
-    results = {}
-    for trainer in trainers:
-        for row in trainer.epochs():
-            if on_epoch is not None and trainer.rank == 0:
-                on_epoch(trainer.config.method, row)
-        results[trainer.config.method] = (trainer.history, trainer.summary())
+    progress = kwargs.get("progress", True)
+    rank = distributed.rank_and_world_size()[0]
+    projection = project(configs, data, [epochs_done(f) if resume else 0 for f in folders])
+    if rank == 0:
+        print(projection.line(), flush=True)
+    projection.check_budget(budget_minutes, _cpu_preset_seconds(config, configs, data, budget_minutes, projection))
+    # `resume` continues the runs that have a checkpoint and starts the others (a method added to a comparison, or a
+    # run a kill stopped before its first checkpoint).
+    trainers = [Trainer(cfg, data=data, out_dir=folder,
+                        resume=resume and folder is not None and (folder / CHECKPOINT).exists(), **kwargs)
+                for cfg, folder in zip(configs, folders)]
+    bar = _progress_bar(total=projection.steps, desc="experiment", unit="step", leave=True,
+                        disable=not (progress and rank == 0))
+    start, results = time.perf_counter(), {}
+    try:
+        for trainer in trainers:
+            for row in trainer.epochs(on_step=lambda *_: bar.update(1)):
+                if on_epoch is not None and trainer.rank == 0:
+                    on_epoch(trainer.config.method, row)
+            results[trainer.config.method, trainer.config.seed] = (trainer.history, trainer.summary())
+    finally:
+        bar.close()
+    if rank == 0:  # a line that stays when the bars are gone (a log, an exported notebook)
+        print(f"trained {len(trainers)} run{'s' * (len(trainers) != 1)} in "
+              f"{duration(time.perf_counter() - start)} ({projection.line()})", flush=True)
     return results
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# The projected time: a few steps of each method, measured
+# -----------------------------------------------------------------------------------------------------------------
+
+def measure_costs(config: TrainConfig, data: ImageData, steps: int = 4, warmup: int = 2,
+                  eval_images: int = 500) -> tuple[float, float]:
+    """Seconds per training step and per evaluated image for ``config`` on its device, measured on a throwaway
+    Trainer (no folder): ``warmup`` steps, then ``steps`` timed ones; then ``eval_images`` test images."""
+    n = min(len(data.x_train), (warmup + steps + 2) * config.batch_size)
+    small = data.subset(n, min(len(data.x_test), eval_images))
+    cfg = dataclasses.replace(config, epochs=1, train_subset=None, test_subset=None, label_noise=0.0,
+                              probe_size=min(config.probe_size, n), compile=False, tensorboard=False)
+    trainer = Trainer(cfg, data=small, progress=False)
+    sync = (lambda: torch.cuda.synchronize(trainer.device)) if trainer.device.type == "cuda" else (lambda: None)
+    batches = iter(trainer.sampler)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync()
+            start = time.perf_counter()
+        trainer.train_step(next(batches), 0, i)
+    sync()
+    step_s = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    trainer.predict(trainer.x_test)
+    sync()
+    return step_s, (time.perf_counter() - start) / len(trainer.x_test)
+
+
+def project(configs: list[TrainConfig], data: ImageData, epochs_done: list[int] | None = None):
+    """The :class:`~dlb_edu.projection.Projection` of training ``configs`` one after the other on ``data``: one
+    measurement per distinct method (the seed changes nothing of the cost)."""
+    epochs_done = epochs_done or [0] * len(configs)
+    costs, runs = {}, []
+    _, world = distributed.rank_and_world_size()
+    for cfg, done in zip(configs, epochs_done):
+        key = repr(dataclasses.replace(cfg, seed=0))
+        if key not in costs:
+            costs[key] = measure_costs(cfg, data)
+        step_s, image_s = costs[key]
+        n_train = min(len(data.x_train), cfg.train_subset or len(data.x_train))
+        n_test = min(len(data.x_test), cfg.test_subset or len(data.x_test))
+        steps = -(-(n_train // world) // cfg.batch_size)
+        runs.append(RunCost(cfg.method, cfg.seed, max(0, cfg.epochs - done), steps, step_s,
+                            image_s * (n_test + min(cfg.probe_size, n_train))))
+    device = resolve_device(configs[0].device)
+    where = (f"cpu ({torch.get_num_threads()} threads)" if device.type == "cpu"
+             else f"{device} ({torch.cuda.get_device_name(device)})")
+    return Projection(tuple(runs), configs[0].epochs, where)
+
+
+def _cpu_preset_seconds(config, configs, data, budget_minutes, projection) -> float | None:
+    """What the same plan costs with the cpu preset, for the advice of an over-budget refusal (measured only then)."""
+    if budget_minutes is None or projection.seconds <= 60 * budget_minutes or config.arch == PRESETS["cpu"]["arch"]:
+        return None
+    keep = ("dataset", "data_root", "download", "device", "train_subset", "test_subset", "probe_size", "label_noise",
+            "label_noise_type")
+    cpu = [TrainConfig.from_preset("cpu", method=c.method, seed=c.seed, **{k: getattr(c, k) for k in keep})
+           for c in configs]
+    return project(cpu, data).seconds
+
+
+def epochs_done(folder: str | Path | None) -> int:
+    """The epochs a run folder's history holds (where its resumed run continues), 0 if none."""
+    folder = None if folder is None else Path(folder)
+    if folder is None or not (folder / CHECKPOINT).exists() or not (folder / "history.csv").is_file():
+        return 0
+    try:
+        return len(read_history_csv(folder / "history.csv"))
+    except (OSError, ValueError, KeyError):
+        return 0  # a damaged history: the projection errs long; the run itself will say what is wrong
+
