@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,17 +118,18 @@ def _pm(m: float, s: float, n: int) -> str:
 def markdown_tables(ref: FullReference) -> str:
     """Final and best test accuracy per group and method (mean ± std over seeds, and each seed), then the paired
     differences, each with a sentence on whether it exceeds the seed spread."""
-    lines = ["| setting | method | seeds | final test acc | best test acc | per seed (final) | time per run |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| setting | method | seeds | final test acc | best test acc | per seed (final) | median epoch | "
+             "training time per run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for group, spec in GROUPS.items():
         for method in spec["methods"]:
             runs = ref.of(group, method)
             if not runs:
                 continue
             minutes = sum(r.summary["train_time_s"] for r in runs) / len(runs) / 60
+            epoch_s = statistics.median(row["epoch_time_s"] for r in runs for row in r.history)
             lines.append(f"| {spec['label']} | {method} | {len(runs)} | {_pm(*ref.stats(group, method))} | "
                          f"{_pm(*ref.stats(group, method, 'best'))} | "
-                         f"{', '.join(f'{r.final:.4f}' for r in runs)} | {minutes:.1f} min |")
+                         f"{', '.join(f'{r.final:.4f}' for r in runs)} | {epoch_s:.1f} s | {minutes:.1f} min |")
     lines += ["", "| paired difference (final test acc) | per seed | mean | std of the differences | "
                   "the seeds' own spread (std) | reading |", "| --- | --- | --- | --- | --- | --- |"]
     for name, a, b in CONTRASTS:
@@ -189,8 +191,8 @@ def figure(ref: FullReference):
     right.axvline(0, color="k", lw=0.8)
     right.set_yticks(range(len(names)), names, fontsize=8)
     right.invert_yaxis()
-    right.set(xlabel="difference in final test accuracy (points): dots = seeds, diamond = mean ± std",
-              title="paired by seed")
+    right.set(xlabel="difference in final test accuracy (points)",
+              title="paired by seed: a dot per seed, the diamond their mean ± std")
     return fig
 
 

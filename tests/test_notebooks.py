@@ -124,3 +124,20 @@ def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
     assert printed(second).count(f"resumed at epoch {smoke.SMOKE_CONFIG['epochs']}") == 4
     results = [line for line in printed(first).splitlines() if "over 2 seeds" in line]
     assert results and results == [line for line in printed(second).splitlines() if "over 2 seeds" in line]
+
+
+def test_full_experiment_notebook_under_papermill_prints_its_projection_and_saves_its_table(tmp_path):
+    """papermill is the real client of notebook 05's parameters cell: `-p seeds "[0]"` arrives as text."""
+    import subprocess
+    import sys
+    out_nb = tmp_path / "out.ipynb"
+    env = {**os.environ, smoke.ENV_VAR: "1", "DLB_EDU_OUT": str(tmp_path / "runs")}
+    env.pop("MPLBACKEND", None)
+    subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOK_DIR / "05_full_cifar_experiment.ipynb"),
+                    str(out_nb), "-p", "seeds", "[0]", "--cwd", str(NOTEBOOK_DIR), "-k", "python3",
+                    "--execution-timeout", str(CELL_TIMEOUT_S)], check=True, env=env, capture_output=True)
+    text = printed(nbformat.read(out_nb, as_version=4))
+    assert re.search(r"projected: 1 seed x 2 methods x 2 epochs on cpu \(\d+ threads?\): about \d+ s", text), text
+    table = (tmp_path / "runs" / "results.csv").read_text()
+    assert "baseline" in table and "dlb" in table
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["seed_0"]
