@@ -359,7 +359,7 @@ def _set_backend_flags(device: torch.device, cfg: TrainConfig) -> None:
     if cfg.deterministic:
         # cuBLAS needs a fixed workspace for repeatable results; it reads the variable when it first starts.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(cfg.deterministic)  # both ways: a later run of the process is not left on
 
 
 def _backend_flags(device: torch.device) -> dict:
