@@ -1,14 +1,15 @@
 """The device-dependent settings, checked on a CPU with the GPU faked: the precision policy by CUDA capability
 (config.resolve_precision), fp16 with its GradScaler (trained for real on the CPU, resumed to the bit), each process's
-own GPU under torchrun (config.resolve_device), the cuDNN and determinism switches (train._set_backend_flags) and what
-summary.json records of them."""
+own GPU under torchrun (config.resolve_device), the cuDNN and determinism switches (train._set_backend_flags), what
+summary.json records of them, and the global pooling that has a deterministic CUDA backward (models.global_avg_pool)."""
 import json
 import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from dlb_edu import config
+from dlb_edu import config, models
 from dlb_edu.config import PRESETS, TrainConfig, resolve_device, resolve_precision
 from dlb_edu.data import make_synthetic
 from dlb_edu.errors import ConfigError
@@ -241,3 +242,51 @@ def test_summary_json_records_the_precision_layout_threads_and_switches(monkeypa
                                     "cudnn_benchmark", "deterministic_algorithms")} == {
         "device": "cpu", "precision": "bf16", "channels_last": False, "threads": 1, "tf32_matmul": None,
         "tf32_cudnn": None, "cudnn_benchmark": None, "deterministic_algorithms": False}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Global pooling: deterministic on CUDA, unchanged on the CPU
+# ---------------------------------------------------------------------------------------------------------------
+
+def _pooled(pool, x, grad_out):
+    x = x.detach().clone().requires_grad_()
+    y = pool(x)
+    y.backward(grad_out)
+    return y, x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_global_pooling_on_a_cpu_is_adaptive_pooling_to_the_bit(dtype, layout):
+    # The CPU results in results/ were computed with adaptive_avg_pool2d; the fixed-kernel pool rounds differently
+    # here (the second check), so the CPU keeps the adaptive one.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 128, 4, 4, generator=g).relu().to(dtype).contiguous(memory_format=layout)
+    grad_out = torch.randn(64, 128, 1, 1, generator=g).to(dtype)
+    got, ref = _pooled(models.global_avg_pool, x, grad_out), _pooled(lambda t: F.adaptive_avg_pool2d(t, 1), x,
+                                                                        grad_out)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    if dtype == torch.float32 and layout == torch.contiguous_format:
+        assert not torch.equal(_pooled(models.fixed_kernel_avg_pool, x, grad_out)[0], ref[0])
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 4, 4), (3, 2, 8, 8), (2, 3, 3, 5), (4, 6, 1, 1)])
+def test_the_fixed_kernel_pool_used_on_cuda_is_the_mean_of_each_map(shape):
+    g = torch.Generator().manual_seed(1)
+    x, grad_out = torch.randn(*shape, generator=g), torch.randn(shape[0], shape[1], 1, 1, generator=g)
+    y, grad = _pooled(models.fixed_kernel_avg_pool, x, grad_out)
+    area = shape[2] * shape[3]
+    torch.testing.assert_close(y.double(), x.double().mean((2, 3), keepdim=True), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), (grad_out.double() / area).expand(shape), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["resnet32", "resnet32_option_a", "densenet40_12", "small_cnn"])
+def test_every_network_with_global_pooling_uses_the_one_rule(arch, monkeypatch):
+    calls = []
+    monkeypatch.setattr(models, "fixed_kernel_avg_pool", lambda x: calls.append(x.shape) or x.mean((2, 3), True))
+    model = models.build_model(arch).eval()
+    model(torch.zeros(2, 3, 32, 32))
+    assert calls == []  # a CPU tensor: adaptive pooling
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    model(torch.zeros(2, 3, 32, 32))
+    assert len(calls) == 1 and calls[0][-2:] != (1, 1)
