@@ -13,7 +13,7 @@ learning rate is a function of the epoch, and a checkpoint holds everything else
 sampler position, the method's state such as DLB's cache, the epoch's running statistics, history), so a run that is
 stopped and resumed ends exactly where an uninterrupted run ends: bit for bit on a CPU (tested); on CUDA only with
 ``deterministic`` (its kernels are otherwise free to round differently run to run), and not yet measured on a GPU
-(``benchmarks/gpu_check.py`` does). The run folder's rules live in
+(``benchmarks/gpu_check.py`` measures it when a GPU is lent). The run folder's rules live in
 :mod:`~dlb_edu.run_dir`, the several-process helpers in :mod:`~dlb_edu.distributed`, the settings and their checks in
 :mod:`~dlb_edu.config`.
 """
