@@ -132,3 +132,24 @@ def test_a_part_over_its_cap_is_killed_with_its_children_and_the_call_goes_on(tm
     assert json.loads((tmp_path / "out" / "gpu_check.json").read_text())["parts"][0]["status"] == "timeout"
     pid = int(pid_file.read_text())
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_the_data_copy_is_found_inside_its_tar_gz_and_loads(tmp_path):
+    from PIL import Image
+
+    from dlb_edu.data import load_image_folder
+    src = tmp_path / "src" / "cifar10-jpeg"
+    for split in ("train", "test"):
+        for k, cls in enumerate(("cat", "dog")):
+            (src / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (40 * k + i, 0, 0)).save(src / split / cls / f"{i:04d}.jpg")
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(src.parent), "cifar10-jpeg"], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    folder = gpu_check.image_folder_in(archive, work)
+    assert folder == work / "extracted" / "cifar10-jpeg"
+    assert gpu_check.image_folder_in(src, work) == src  # an extracted folder is taken as it is
+    data = load_image_folder(folder)
+    assert data.classes == ("cat", "dog") and len(data.x_train) == len(data.x_test) == 4
