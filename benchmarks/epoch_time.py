@@ -8,8 +8,8 @@ also times the baseline at 2B, which forwards as many samples per step as DLB do
     python benchmarks/epoch_time.py --dataset data/cifar10-jpeg --archs resnet32 vgg16 --batch-sizes 64 \\
         --forward joint split --epochs 5 --same-forward --out results/bench_h100.json
 
-Each JSON record holds: arch, method, batch_size, forward, samples_per_step, epoch_time_s_median, epoch_times_s,
-peak_mem_bytes, device, torch, git_rev, command, dataset, train_images.
+Each JSON record holds: arch, method, batch_size, forward, samples_per_step, precision, compile, epoch_time_s_median,
+epoch_times_s, warmup_times_s, peak_mem_bytes, device, torch, git_rev, command, dataset, train_images.
 
 ``--variants`` measures CPU settings against each other in one A/B run: each variant
 (``precision:channels_last:threads``, e.g. ``fp32:off:2`` for the trainer's CPU path before the cpu preset) gets its
@@ -36,9 +36,11 @@ from dlb_edu.train import TrainConfig, Trainer, git_revision
 
 
 def time_one(data, dataset: str, arch: str, method: str, batch_size: int, forward: str, epochs: int, warmup: int,
-             device: str, compile_model: bool) -> dict:
+             device: str, compile_model: bool, **overrides) -> dict:
+    """Train ``epochs`` epochs and time them; ``overrides`` are further TrainConfig fields (``precision="fp32"``)."""
     cfg = TrainConfig(method=method, dataset=dataset, arch=arch, batch_size=batch_size, forward=forward,
-                      epochs=epochs, device=device, compile=compile_model, probe_size=100, test_subset=1000)
+                      epochs=epochs, device=device, compile=compile_model, probe_size=100, test_subset=1000,
+                      **overrides)
     trainer = Trainer(cfg, data=data, progress=False)
     cuda = trainer.device.type == "cuda"
     times = []
@@ -50,7 +52,8 @@ def time_one(data, dataset: str, arch: str, method: str, batch_size: int, forwar
     return {
         "arch": arch, "method": method, "batch_size": batch_size, "forward": forward,
         "samples_per_step": 2 * batch_size if method == "dlb" else batch_size,
-        "epoch_time_s_median": statistics.median(timed), "epoch_times_s": timed,
+        "precision": trainer.precision, "compile": compile_model,
+        "epoch_time_s_median": statistics.median(timed), "epoch_times_s": timed, "warmup_times_s": times[:warmup],
         "peak_mem_bytes": torch.cuda.max_memory_allocated(trainer.device) if cuda else None,
         "device": trainer.summary()["device"], "torch": torch.__version__, "git_rev": git_revision(),
         "command": "python " + shlex.join(sys.argv), "dataset": dataset, "train_images": len(data.x_train),

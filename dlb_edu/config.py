@@ -94,15 +94,16 @@ class TrainConfig:
     seed: int = _opt(0, "seed of every random stream of the run (seeds.py)", low=0, high=SEED_MAX)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N", resumable=True)
     gpu_speedups: str = _opt("auto", "auto: on CUDA, a fused SGD step; off: never", choices=GPU_SPEEDUPS)
-    channels_last: str = _opt("auto", "channels_last activations; auto: on (measured faster on CPU and GPU)",
-                              choices=SWITCHES)
+    channels_last: str = _opt("auto", "channels_last activations; auto: on (measured faster on a CPU here; on GPUs "
+                                      "the usual choice, not measured here)", choices=SWITCHES)
     precision: str = _opt("auto", "auto: bf16 autocast on CUDA capability >= 8 and on CPUs with native bf16, fp16 "
                                   "with a GradScaler on CUDA 7.x, else fp32; or force bf16, fp16 or fp32",
                           choices=PRECISIONS)
     threads: int | None = _opt(None, "intra-op CPU threads (default: torch's, one per core); the rounding, and so "
                                      "the bits, depend on it", low=1, high=1024, resumable=True)
     deterministic: bool = _opt(False, "deterministic CUDA kernels (torch.use_deterministic_algorithms, cuDNN "
-                                      "deterministic, no cuDNN autotuning): bitwise repeatable GPU runs, slower")
+                                      "deterministic, no cuDNN autotuning), for bitwise repeatable GPU runs (not yet "
+                                      "measured on a GPU); slower. CPU runs are repeatable without it")
     compile: bool = _opt(False, "torch.compile the model (CUDA and CPU; the compilation costs tens of seconds, so it "
                                 "pays only on long runs)")
     train_subset: int | None = _opt(None, "use only the first N training images", low=1, high=INT_MAX)

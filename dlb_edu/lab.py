@@ -23,7 +23,8 @@ the same samples (a new crop, one update later), before this step's update, as t
 baseline has no repeated half and must not be trained on one, so the lab keeps the logits of the baseline's batch
 from its own training forward and, after the update, forwards the same samples again with a new crop, without
 gradient, in train mode (BatchNorm normalizes with the batch's statistics, as in the training forward) on copies of
-the BatchNorm buffers, so the baseline's run is exactly what it would be without the lab. Both numbers measure what
+the BatchNorm buffers, so the baseline's run is exactly what it would be without the lab (to the bit on a CPU, where
+``tests/test_lab.py`` checks it). Both numbers measure what
 one update did to the predictions of samples the network has just seen; DLB's term pushes its number down.
 
 The lab reads each step through a small tap in front of the method's ``loss`` call (the one call every training

@@ -40,6 +40,27 @@ def _init_conv_bn(module: nn.Module, mode: str = "fan_out") -> None:
             nn.init.zeros_(m.bias)
 
 
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """The mean of each feature map, (N, C, H, W) -> (N, C, 1, 1).
+
+    On CUDA an average pool whose kernel is the map itself, as the authors' DenseNet pools (``avg_pool2d(out, 8)``):
+    its backward has a deterministic CUDA kernel, ``adaptive_avg_pool2d``'s has none (so ``--deterministic`` would
+    stop there). Elsewhere ``adaptive_avg_pool2d``: on a CPU the two differ in the last bit of float32 (the order of
+    the sums), and the CPU results in ``results/`` were computed with it."""
+    return fixed_kernel_avg_pool(x) if x.is_cuda else F.adaptive_avg_pool2d(x, 1)
+
+
+def fixed_kernel_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, kernel_size=x.shape[-2:])
+
+
+class GlobalAvgPool(nn.Module):
+    """:func:`global_avg_pool` as a layer."""
+
+    def forward(self, x):
+        return global_avg_pool(x)
+
+
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out)]
 
@@ -96,7 +117,7 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         x = self.layers(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(global_avg_pool(x), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,7 +156,7 @@ class OptionAResNet(nn.Module):
 
     def forward(self, x):
         x = self.layers(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(global_avg_pool(x), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,7 +199,7 @@ class DenseNetBC(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x):
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+        return self.fc(torch.flatten(global_avg_pool(self.features(x)), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,7 +240,7 @@ class VGG(nn.Module):
 def small_cnn(num_classes: int = 10) -> nn.Module:
     def block(c_in, c_out):
         return [*_conv_bn(c_in, c_out, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-    return nn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    return nn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), GlobalAvgPool(), nn.Flatten(),
                          nn.Linear(128, num_classes))
 
 

@@ -1,4 +1,4 @@
-"""One training loop for the baseline, DLB and the methods DLB is compared with, resumable to the bit.
+"""One training loop for the baseline, DLB and the methods DLB is compared with, resumable to the bit on a CPU.
 
 A DLB step (Shen et al., CVPR 2022, Algorithm 1), in :meth:`Trainer.train_step`: take the batch from
 :class:`~dlb_edu.sampling.DLBBatchSampler` (the repeated half first, then the fresh half), augment it anew, forward
@@ -11,7 +11,9 @@ PS-KD) are the same loop with their own loss object and batch sampler from :mod:
 Everything random in a step comes from a generator seeded by ``(seed, epoch, step)`` (:mod:`~dlb_edu.seeds`), the
 learning rate is a function of the epoch, and a checkpoint holds everything else that changes (model, optimizer,
 sampler position, the method's state such as DLB's cache, the epoch's running statistics, history), so a run that is
-stopped and resumed ends exactly where an uninterrupted run ends. The run folder's rules live in
+stopped and resumed ends exactly where an uninterrupted run ends: bit for bit on a CPU (tested); on CUDA only with
+``deterministic`` (its kernels are otherwise free to round differently run to run), and not yet measured on a GPU
+(``benchmarks/gpu_check.py`` measures it when a GPU is lent). The run folder's rules live in
 :mod:`~dlb_edu.run_dir`, the several-process helpers in :mod:`~dlb_edu.distributed`, the settings and their checks in
 :mod:`~dlb_edu.config`.
 """
@@ -294,7 +296,8 @@ class Trainer:
         raise TrainingDiverged(f"{what}: lower --lr or --alpha{kept}")
 
     def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue bit for bit; with several processes, every rank's part."""
+        """Everything a resumed run needs to continue bit for bit (on a CPU; on CUDA with ``deterministic``); with
+        several processes, every rank's part."""
         ranks = distributed.gather({"sampler": self.sampler.state_dict(), "method": self.method.state_dict(),
                                     "stats": self.stats.state_dict()})
         return {
@@ -376,7 +379,7 @@ def _set_backend_flags(device: torch.device, cfg: TrainConfig) -> None:
     if cfg.deterministic:
         # cuBLAS needs a fixed workspace for repeatable results; it reads the variable when it first starts.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(cfg.deterministic)  # both ways: a later run of the process is not left on
 
 
 def _backend_flags(device: torch.device) -> dict:
