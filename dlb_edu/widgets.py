@@ -33,27 +33,29 @@ from .smoke import SMOKE_CONFIG, smoke_mode
 from .train import TrainConfig, Trainer
 
 
+def _png(fig: Figure) -> bytes:
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return png.getvalue()
+
+
 class _App:
     """An app shows ``ui`` when it is the last expression of a cell; ``out`` holds its figure and printed text."""
     ui: W.Widget
     out: W.Output
+    fig: Figure
 
     def _ipython_display_(self):
         display(self.ui)
 
-    def _png(self) -> bytes:
-        png = io.BytesIO()
-        self.fig.savefig(png, format="png")
-        return png.getvalue()
-
     def snapshot(self) -> Image:
         """The app's figure as it is now, as a plain PNG image: what a reader without a kernel can see."""
-        return Image(self._png())
+        return Image(_png(self.fig))
 
     def _show(self, *lines: str) -> None:
         # The figure is a matplotlib.figure.Figure, made without pyplot, so nothing but this Output shows it; it is
         # sent as a PNG, which needs no matplotlib backend in the kernel.
-        png = self._png()
+        png = _png(self.fig)
         with self.out:
             clear_output(wait=True)
             for line in lines:
@@ -348,14 +350,13 @@ class LabApp(_App):
         empty = {"points": {m: {"step": [], "ce": [], "loss": [], "step_kl": [], "flip_rate": [], "probe_kl": []}
                             for m in ("baseline", "dlb")},
                  "every": self.every.value, "total_steps": 1, "changes": [], "lr_drops": []}
-        self.figure.value = self._png(viz.plot_lab(empty, fig=self.fig))
+        self.figure.value = _png(viz.plot_lab(empty, fig=self.fig))
         self._buttons()
 
-    @staticmethod
-    def _png(fig) -> bytes:
-        png = io.BytesIO()
-        fig.savefig(png, format="png")
-        return png.getvalue()
+    def snapshot(self) -> Image:
+        """The lab's last drawn frame, as a plain PNG image. (The view's thread draws ``fig``; the frame it last
+        sent is whole, so the kernel never saves a figure that is being drawn.)"""
+        return Image(bytes(self.figure.value))
 
     def data(self, cfg: TrainConfig) -> ImageData:
         if cfg.dataset not in self._data:
@@ -433,7 +434,7 @@ class LabApp(_App):
         except ConfigError as e:
             self.inspector_text.value = _error_html(str(e))
             return
-        self.inspector.value = self._png(viz.plot_inspector(info, self.lab.classes, fig=self.inspector_fig))
+        self.inspector.value = _png(viz.plot_inspector(info, self.lab.classes, fig=self.inspector_fig))
         self.inspector.layout.display = None
         self.inspector_text.value = html.escape(
             f"step {info['step']}: repeated sample {info['sample']} (training image #{info['index']}, "
