@@ -21,10 +21,11 @@ import torch
 matplotlib.use("Agg")
 
 from dlb_edu import viz  # noqa: E402
+from dlb_edu.config import TrainConfig  # noqa: E402
 from dlb_edu.errors import ConfigError  # noqa: E402
 from dlb_edu.lab import Change, LiveLab, LiveView, consistency_gradient, step_kl, steps_done  # noqa: E402
 from dlb_edu.losses import consistency_loss, dlb_loss  # noqa: E402
-from dlb_edu.train import TrainConfig, Trainer  # noqa: E402
+from dlb_edu.train import Trainer  # noqa: E402
 
 # 256 synthetic images, B = 32: 8 steps per epoch, 16 in the run. Every field is one the CLI can set.
 CONFIG = TrainConfig.from_preset("quick", dataset="synthetic", epochs=2, batch_size=32, train_subset=256,
@@ -251,7 +252,8 @@ def test_the_figure_marks_the_change_in_every_panel(stopped):
 
 def test_bad_values_are_refused_with_one_line(cli_synthetic):
     lab = make_lab(cli_synthetic)
-    for name, value, words in (("alpha", -1.0, "alpha must be >= 0"), ("temperature", 0.0, "temperature must be > 0"),
+    for name, value, words in (("alpha", -1.0, r"alpha must be a number >= 0, got -1\.0"),
+                               ("temperature", 0.0, r"temperature must be a number in \[0\.01, 100\], got 0\.0"),
                                ("lr", 0.1, "only temperature and alpha")):
         with pytest.raises(ConfigError, match=words):
             lab.set(name, value)
@@ -264,6 +266,21 @@ def test_bad_values_are_refused_with_one_line(cli_synthetic):
         lab.set("alpha", 2.0)
     with pytest.raises(ConfigError, match="already run"):
         lab.start()
+
+
+def test_set_refuses_exactly_what_the_config_refuses_with_its_message(cli_synthetic):
+    from knob_cases import KNOB_VALUES, config_verdict
+
+    lab = make_lab(cli_synthetic)
+    for name, value in KNOB_VALUES:
+        verdict, what = config_verdict(name, value)
+        if verdict == "refused":
+            with pytest.raises(ConfigError) as caught:
+                lab.set(name, value)
+            assert str(caught.value) == what, (name, value)
+        else:
+            lab.set(name, value)  # accepted: the run's starting value
+    lab.stop()
 
 
 def test_a_change_before_start_is_the_first_step_s_value(cli_synthetic):
