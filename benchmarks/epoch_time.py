@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
+from dlb_edu.config import TrainConfig
 from dlb_edu.data import load_dataset
 from dlb_edu.run_dir import write_json
-from dlb_edu.train import TrainConfig, Trainer, git_revision
+from dlb_edu.train import Trainer, git_revision
 
 
 def time_one(data, dataset: str, arch: str, method: str, batch_size: int, forward: str, epochs: int, warmup: int,

@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlb_edu import reference  # noqa: E402
+from dlb_edu.config import METHODS  # noqa: E402
 from dlb_edu.data import load_dataset  # noqa: E402
 from dlb_edu.run_dir import write_json  # noqa: E402
-from dlb_edu.train import METHODS, git_revision  # noqa: E402
+from dlb_edu.train import git_revision  # noqa: E402
 
 
 def run_jobs(seeds: list[int], methods: list[str], preset: str) -> list[dict]:

@@ -7,6 +7,7 @@ authors' networks), ``config`` (``TrainConfig``, every field's rule), ``train`` 
 folder), ``distributed``, ``epoch_stats``, ``seeds``, ``download``, ``reference`` (the committed results), ``smoke``,
 ``lab`` (the live training lab), ``viz`` and ``widgets`` (for the notebooks).
 """
+from . import models as _models  # noqa: F401  (registers the package's networks in config.ARCHS)
 from .cache import SoftTargetCache
 from .errors import ConfigError, DataError, TrainingDiverged
 from .losses import consistency_loss, dlb_loss

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import check_value
 from .errors import ConfigError
-
-AUGMENTS = ("none", "cutout", "mixup", "cutmix")
 
 
 @dataclass
@@ -54,7 +53,7 @@ class Augmenter:
     """
 
     def __init__(self, kind: str = "none", cutout_size: int = 16, mix_alpha: float = 1.0, cutmix_prob: float = 0.5):
-        from .config import check_value  # the rules of TrainConfig's fields of the same names (config imports us)
+        # The rules of TrainConfig's fields of the same names: an Augmenter is also built outside a config.
         self.kind, self.cutout_size = check_value("augment", kind), check_value("cutout_size", cutout_size)
         self.mix_alpha, self.cutmix_prob = check_value("mix_alpha", mix_alpha), check_value("cutmix_prob", cutmix_prob)
 

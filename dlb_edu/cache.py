@@ -39,9 +39,6 @@ class SoftTargetCache:
                 raise ConfigError("the repeated half does not match the cached indices")
         return self.logits
 
-    def clear(self) -> None:
-        self.indices = self.logits = None
-
     @property
     def nbytes(self) -> int:
         """Bytes held: the logits plus their indices."""

@@ -3,7 +3,13 @@
 :class:`TrainConfig` holds every setting of a run. Each field carries its rule beside its default (type, allowed
 range or choices) and its help text; :meth:`TrainConfig.validate`, called on construction and again by the trainer,
 applies those rules, so a bad value is refused with a one-line :class:`~dlb_edu.errors.ConfigError` naming the field
-before any data is loaded or any file is written. The command line (``cli.py``) is generated from the same fields.
+before any data is loaded or any file is written. The command line (``cli.py``) is generated from the same fields, and
+a value set outside a config (the live lab's T and alpha, the augmenter) goes through :func:`check_value`, the same
+rule with the same message. The modules that implement a field take its value as checked here.
+
+This module is the ground floor of the package: it imports nothing of ours but ``errors``. It owns the names the
+fields choose from (methods, augmentations, label noise); ``ARCHS`` is the registry of networks that ``models``
+fills when the package is imported.
 
 The presets are the authors' recipe (Shen et al., CVPR 2022, Sec. 4.1) and a short one for CPUs.
 """
@@ -18,14 +24,17 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Callable
+
 import torch
 
-from .augment import AUGMENTS
 from .errors import ConfigError
-from .methods import METHODS
-from .models import ARCHS
-from .noise import NOISE_TYPES
 
+METHODS = ("baseline", "dlb", "label_smoothing", "tf_kd", "cs_kd", "ps_kd")  # methods.py builds each
+AUGMENTS = ("none", "cutout", "mixup", "cutmix")                             # augment.py, on top of crop + flip
+NOISE_TYPES = ("symmetric", "asymmetric")                                    # noise.py
+# The networks by name: models.py registers its own (``import dlb_edu`` imports it); one registered later counts too.
+ARCHS: dict[str, Callable] = {}
 FORWARD_MODES = ("joint", "split")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 GPU_SPEEDUPS = ("auto", "off")
@@ -57,6 +66,8 @@ SEED_MAX = 2 ** 63 - 1                                 # torch generators take s
 # Temperatures: below 0.01 the logits / T overflow float32 (NaN losses); above 100 softmax(z / T) is uniform to float32
 # precision and T^2 KL is rounding noise.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+# The knobs' ranges on the notebooks' sliders: inside the fields' rules, and where the effects are worth seeing.
+TEACHING_RANGES = {"temperature": (0.5, 10.0), "alpha": (0.0, 5.0)}
 
 
 def _opt(default, help: str, *, low=None, high=None, low_open=False, high_open=False, choices=None,
@@ -192,8 +203,8 @@ def _type_hints() -> dict:
 
 
 def check_value(name: str, value):
-    """``value`` checked by the rule of TrainConfig's field ``name`` (for classes built outside a config, such as
-    :class:`~dlb_edu.augment.Augmenter`); returns it normalized."""
+    """``value`` checked by the rule of TrainConfig's field ``name``, with the message a config gives (for values set
+    outside a config: :class:`~dlb_edu.augment.Augmenter`, DLB's knobs in the live lab); returns it normalized."""
     field_ = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
     return _checked(name, value, _type_hints()[name], field_.metadata)
 

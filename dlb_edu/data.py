@@ -25,7 +25,6 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .errors import DataError
 
@@ -463,26 +462,3 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     mean = mean.to(x.device).view(1, -1, 1, 1)
     std = std.to(x.device).view(1, -1, 1, 1)
     return (x.float() / 255 - mean) / std
-
-
-class AugmentedDataset(Dataset):
-    """Per-sample view of an :class:`ImageData` split for a torch DataLoader (e.g. with ``DLBBatchSampler``).
-
-    Each ``__getitem__`` draws a new crop and flip, so a sample that appears in two consecutive batches is augmented
-    twice, as in the original code. The trainer itself augments whole batches with the same function.
-    """
-
-    def __init__(self, data: ImageData, train: bool = True, augment: bool = True):
-        self.x = data.x_train if train else data.x_test
-        self.y = data.y_train if train else data.y_test
-        self.augment = augment
-        self.mean, self.std = data.mean, data.std
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int):
-        x = self.x[i: i + 1]
-        if self.augment:
-            x = random_crop_flip(x)
-        return normalize(x, self.mean, self.std)[0], self.y[i]

@@ -49,17 +49,17 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from . import metrics
+from .config import TrainConfig, check_value
 from .data import ImageData, load_dataset, normalize, random_crop_flip
 from .errors import ConfigError
-from .losses import check_alpha, check_temperature
 from .sampling import step_seed
 from .smoke import smoke_mode, smoke_overrides
 from .run_dir import write_json
-from .train import TrainConfig, Trainer
+from .train import Trainer
 
-METHODS = ("baseline", "dlb")
-# The knobs that may change mid-run, with the check of their range (losses.py).
-KNOBS = {"temperature": check_temperature, "alpha": check_alpha}
+RUNS = ("baseline", "dlb")  # the two runs the lab trains side by side (config.METHODS names every method)
+# The knobs that may change mid-run: DLB's, changed through DLB.set, checked by config's rules of these fields.
+KNOBS = ("temperature", "alpha")
 STATES = ("ready", "running", "paused", "stopped", "finished", "failed")
 ENDED = ("stopped", "finished", "failed")
 POINT_KEYS = ("step", "loss", "ce", "step_kl", "flip_rate", "probe_kl")   # every K steps
@@ -175,7 +175,7 @@ class LiveLab:
         if self.out_dir is not None and force and (self.out_dir / RECORD_FILE).exists():
             (self.out_dir / RECORD_FILE).unlink()  # a new run: the old record must not be re-applied later
         self.trainers = {m: Trainer(replace(config, method=m), data=data, progress=False, resume=resume, force=force,
-                                    out_dir=None if self.out_dir is None else self.out_dir / m) for m in METHODS}
+                                    out_dir=None if self.out_dir is None else self.out_dir / m) for m in RUNS}
         dlb = self.trainers["dlb"]
         self.classes = data.classes
         self.steps_per_epoch = len(dlb.sampler)
@@ -205,11 +205,11 @@ class LiveLab:
 
         # The record: what the lab keeps beside the trainers' per-epoch histories.
         self.changes: list[Change] = []
-        self.points = {m: {k: [] for k in POINT_KEYS} for m in METHODS}
-        self.steps = {m: {k: [] for k in STEP_KEYS} for m in METHODS}
+        self.points = {m: {k: [] for k in POINT_KEYS} for m in RUNS}
+        self.steps = {m: {k: [] for k in STEP_KEYS} for m in RUNS}
         self.step_times: list[tuple[int, float]] = []  # (DLB step, perf_counter) after every DLB step
-        self._unread = {m: [] for m in METHODS}        # step values still on the device, read every K steps
-        self._prev_probe = {m: None for m in METHODS}
+        self._unread = {m: [] for m in RUNS}        # step values still on the device, read every K steps
+        self._prev_probe = {m: None for m in RUNS}
         self._inspectable: dict | None = None
         if resume:
             self._load_record()
@@ -223,10 +223,10 @@ class LiveLab:
         with self._cond:
             if self.state != "ready":
                 raise ConfigError("this lab has already run: make a new LiveLab (resume=True continues a saved one)")
-            self.state, self._active = "running", set(METHODS)
+            self.state, self._active = "running", set(RUNS)
             self.version += 1
         self._threads = [threading.Thread(target=self._train, args=(m,), name=f"dlb-edu-lab-{m}", daemon=True)
-                         for m in METHODS]
+                         for m in RUNS]
         for thread in self._threads:
             thread.start()
 
@@ -238,8 +238,7 @@ class LiveLab:
         """
         if name not in KNOBS:
             raise ConfigError(f"only {' and '.join(KNOBS)} can change mid-run, not {name!r}")
-        KNOBS[name](value)
-        value = float(value)
+        value = check_value(name, value)  # the config's rule and message: what the CLI refuses is refused here
         with self._cond:
             if self.state in ENDED:
                 raise ConfigError(f"the run has {self.state}: start a new lab to change {name}")
@@ -382,7 +381,7 @@ class LiveLab:
         step, total, state = self._steps["dlb"], self.total_steps, self.state
         knobs = ", ".join(f"{'T' if k == 'temperature' else k} {v:g}" for k, v in self.knobs().items())
         epoch = f"epoch {min(step // self.steps_per_epoch + 1, self.config.epochs)}/{self.config.epochs}"
-        accs = [f"{m} {self.trainers[m].history[-1]['test_acc']:.3f}" for m in METHODS if self.trainers[m].history]
+        accs = [f"{m} {self.trainers[m].history[-1]['test_acc']:.3f}" for m in RUNS if self.trainers[m].history]
         acc = f"; test accuracy after epoch {len(self.trainers['dlb'].history)}: {', '.join(accs)}" if accs else ""
         if state == "ready":
             return f"ready: press Start ({knobs}; {total} steps, stability every {self.every} steps)"
@@ -484,7 +483,7 @@ class LiveLab:
         for knob, value in changes.items():
             old = getattr(method, knob)
             if value != old:
-                setattr(method, knob, value)  # DLB's loss reads it at its next call: the next step
+                method.set(**{knob: value})  # DLB's loss reads it at its next call: the next step
                 self.changes.append(Change(step + 1, knob, float(old), value))
                 applied = True
         if applied:
@@ -545,7 +544,7 @@ class LiveLab:
                     rec[key].append(value)
 
     def _read_back_all(self) -> None:
-        for name in METHODS:
+        for name in RUNS:
             self._read_back(name)
 
     # -----------------------------------------------------------------------------------------------------------
@@ -572,8 +571,8 @@ class LiveLab:
         method, n = self.trainers["dlb"].method, self._steps["dlb"]
         self.changes = [Change(**c) for c in saved["changes"] if c["step"] <= n + 1]
         for change in self.changes:
-            setattr(method, change.name, change.new)
-        for m in METHODS:
+            method.set(**{change.name: change.new})
+        for m in RUNS:
             keep = self._steps[m]
             for table, keys in ((self.points, POINT_KEYS), (self.steps, STEP_KEYS)):
                 rows = saved.get("points" if table is self.points else "steps", {}).get(m, {})

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .augment import Mix
 from .cache import SoftTargetCache
+from .config import check_value
 from .errors import ConfigError
 from .losses import consistency_loss, dlb_loss, loss_precision
 from .pairs import ClassPairBatchSampler
@@ -61,7 +62,6 @@ def _rows(mix: Mix | None, rows: slice) -> Mix | None:
 
 class Method:
     """Plain cross-entropy: the baseline. Subclasses change the targets or add a term."""
-    name = "baseline"
     batch_sampler = PlainBatchSampler  # called as batch_sampler(num_samples, batch_size, shuffle=, seed=, ...)
 
     def loss(self, logits, y, batch, epoch: int, mix: Mix | None = None):
@@ -93,12 +93,21 @@ class DLB(Method):
     or CutMix the repeated half is mixed anew, like it is cropped anew: its teacher is the logits the last step gave
     the same samples under another crop and another mix.
     """
-    name = "dlb"
     batch_sampler = DLBBatchSampler
 
     def __init__(self, cache: SoftTargetCache | None = None, temperature: float = 3.0, alpha: float = 1.0):
         self.cache = cache if cache is not None else SoftTargetCache()
         self.temperature, self.alpha = temperature, alpha
+
+    def set(self, **knobs: float) -> None:
+        """``dlb.set(temperature=..., alpha=...)``: change T or alpha from the next loss call on (the live lab, between
+        two steps), each value checked by the rule of TrainConfig's field of that name; a bad one changes nothing."""
+        unknown = sorted(set(knobs) - {"temperature", "alpha"})
+        if unknown:
+            raise ConfigError(f"only temperature and alpha can change mid-run, not {', '.join(unknown)}")
+        checked = {name: check_value(name, value) for name, value in knobs.items()}
+        for name, value in checked.items():
+            setattr(self, name, value)
 
     def loss(self, logits, y, batch, epoch, mix=None):
         # No cache at the first step of a run, or of an epoch without carry-over: plain cross-entropy then.
@@ -125,7 +134,6 @@ class LabelSmoothing(Method):
     The target is ``q'(k) = (1 - eps) [k = y] + eps / K``: the uniform prior includes the true class, as in the
     paper (``F.cross_entropy(..., label_smoothing=eps)`` computes the same).
     """
-    name = "label_smoothing"
 
     def __init__(self, num_classes: int, epsilon: float = 0.1):
         self.num_classes, self.epsilon = num_classes, epsilon
@@ -153,7 +161,6 @@ class TfKD(Method):
     (0.105 on the true class for K = 10): Tf-KD_reg is label smoothing toward a slightly peaked prior, which is
     the paper's point.
     """
-    name = "tf_kd"
 
     def __init__(self, num_classes: int, alpha: float = 0.1, temperature: float = 20.0, correct_prob: float = 0.99):
         self.num_classes, self.alpha, self.temperature = num_classes, alpha, temperature
@@ -187,7 +194,6 @@ class CSKD(Method):
     the pair's logits detached (the authors forward the pairs under ``no_grad``), the KL summed over classes and
     averaged over anchors. Only anchors get the cross-entropy, and only anchors count for the training accuracy.
     """
-    name = "cs_kd"
 
     def __init__(self, labels: torch.Tensor, temperature: float = 4.0, lam: float = 1.0):
         self.temperature, self.lam = temperature, lam
@@ -211,7 +217,6 @@ class PSKD(Method):
     ranks (DDP) each rank sees another share of every epoch, so the table would need the ranks' predictions
     gathered after each step, as the authors' code does; this class keeps one process's table.
     """
-    name = "ps_kd"
 
     def __init__(self, labels: torch.Tensor, num_classes: int, epochs: int, alpha_T: float = 0.8):
         self.alpha_T, self.epochs, self.num_classes = alpha_T, epochs, num_classes
@@ -249,23 +254,20 @@ class PSKD(Method):
         self.predictions = state["predictions"].to(device)
 
 
-METHODS = ("baseline", "dlb", "label_smoothing", "tf_kd", "cs_kd", "ps_kd")
+# The one registry of methods: config's METHODS names them (its rule refuses any other), this builds each from a
+# validated TrainConfig and the (possibly noisy) training labels.
+BUILDERS = {
+    "baseline": lambda config, labels, num_classes: Method(),
+    "dlb": lambda config, labels, num_classes: DLB(SoftTargetCache(), config.temperature, config.alpha),
+    "label_smoothing": lambda config, labels, num_classes: LabelSmoothing(num_classes, config.ls_epsilon),
+    "tf_kd": lambda config, labels, num_classes: TfKD(num_classes, config.tfkd_alpha, config.tfkd_temperature,
+                                                     config.tfkd_correct_prob),
+    "cs_kd": lambda config, labels, num_classes: CSKD(labels, config.cskd_temperature, config.cskd_lambda),
+    "ps_kd": lambda config, labels, num_classes: PSKD(labels, num_classes, config.epochs, config.pskd_alpha_T),
+}
 
 
 def build_method(config, labels: torch.Tensor, num_classes: int) -> Method:
     """The method object for ``config.method`` (a validated TrainConfig); ``labels`` are the (possibly noisy)
     training labels."""
-    name = config.method
-    if name == "baseline":
-        return Method()
-    if name == "dlb":
-        return DLB(SoftTargetCache(), config.temperature, config.alpha)
-    if name == "label_smoothing":
-        return LabelSmoothing(num_classes, config.ls_epsilon)
-    if name == "tf_kd":
-        return TfKD(num_classes, config.tfkd_alpha, config.tfkd_temperature, config.tfkd_correct_prob)
-    if name == "cs_kd":
-        return CSKD(labels, config.cskd_temperature, config.cskd_lambda)
-    if name == "ps_kd":
-        return PSKD(labels, num_classes, config.epochs, config.pskd_alpha_T)
-    raise ConfigError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
+    return BUILDERS[config.method](config, labels, num_classes)

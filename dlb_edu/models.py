@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ARCHS
 from .errors import ConfigError
 
 # Parameter counts of the authors' definitions at (10, 100) classes.
@@ -244,7 +245,7 @@ def small_cnn(num_classes: int = 10) -> nn.Module:
                          nn.Linear(128, num_classes))
 
 
-ARCHS = {
+ARCHS.update({  # the registry that config's arch rule reads
     "resnet32": lambda num_classes: ResNet(BasicBlock, 5, num_classes),
     "resnet110": lambda num_classes: ResNet(Bottleneck, 12, num_classes),
     "wrn20_8": lambda num_classes: ResNet(Bottleneck, 2, num_classes, width_per_group=512),
@@ -252,7 +253,7 @@ ARCHS = {
     "vgg16": lambda num_classes: VGG(VGG16_CFG, num_classes),
     "resnet32_option_a": lambda num_classes: OptionAResNet(32, num_classes),
     "small_cnn": small_cnn,
-}
+})
 
 # The image sides each network accepts. VGG-16's five 2x2 max pools must leave a 1x1 map for its 512-wide classifier
 # (sides 32 to 63); small_cnn's three pools need 8; the others end in global pooling after two stride-2 stages.

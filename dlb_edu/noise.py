@@ -20,26 +20,18 @@ import dataclasses
 
 import torch
 
+from .config import check_value
 from .errors import ConfigError
 from .seeds import derive_seed
-
-NOISE_TYPES = ("symmetric", "asymmetric")
 
 # Patrini et al. (2017): the flips for CIFAR-10, by class name.
 CIFAR10_FLIPS = {"truck": "automobile", "bird": "airplane", "deer": "horse", "cat": "dog", "dog": "cat"}
 _CIFAR10_CLASSES = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
 
 
-def check_label_noise(rate: float, kind: str) -> None:
-    if not 0 <= rate < 1:  # also refuses NaN
-        raise ConfigError(f"label_noise must be in [0, 1) (the fraction of training labels to corrupt), got {rate}")
-    if kind not in NOISE_TYPES:
-        raise ConfigError(f"label_noise_type must be one of {', '.join(NOISE_TYPES)}, got {kind!r}")
-
-
 def noisy_labels(labels: torch.Tensor, classes, rate: float, kind: str = "symmetric", seed: int = 0) -> torch.Tensor:
     """A corrupted copy of ``labels`` (int64, any device); ``classes`` are the class names, in label order."""
-    check_label_noise(rate, kind)
+    rate, kind = check_value("label_noise", rate), check_value("label_noise_type", kind)  # config's rules
     num_classes = len(classes)
     g = torch.Generator().manual_seed(derive_seed(seed, 424_242))  # its own stream: not the sampler's, not the model's
     clean = labels.cpu()

@@ -24,7 +24,7 @@ def device_line(colab: bool = False) -> str:
     """
     import torch
 
-    from .train import resolve_device
+    from .config import resolve_device
 
     device = resolve_device("auto")
     if device.type == "cuda":

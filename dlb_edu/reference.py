@@ -11,18 +11,18 @@ Accuracy is reported two ways, always labelled: *final* (the last epoch's test a
 test accuracy over the epochs). The best one picks its epoch by looking at the test set, so it is an optimistic
 estimate; the authors' script reports it (``best acc``), which is why it is shown at all.
 
-The history columns are read through :data:`COLUMNS` (the name used here -> the names a ``history.csv`` may use),
-so that a column renamed by the trainer is adapted in that one place.
+A run's ``history.csv`` is read by the trainer's own reader (:func:`dlb_edu.run_dir.read_history_csv`), with the
+trainer's column names.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+from .run_dir import read_history_csv
 from .smoke import SMOKE_CONFIG, smoke_mode
 
 DEFAULT_DIR = Path("results") / "reference"
@@ -30,21 +30,6 @@ FIGURE_NAME = "reference_quick.png"
 SPLIT_COLOR = "#8C3B0C"  # DLB's orange, darker: DLB with the split forward
 # Printed first by show(): the notebook tests look for it in the executed outputs.
 MARKER = "REFERENCE RESULTS (real runs, not smoke)"
-
-# The history columns this module reads: its own name -> the names a history.csv may use for it, first match wins.
-# The consistency term has had several names (train_consistency, kd, reg); add a new one here.
-COLUMNS = {
-    "epoch": ("epoch",),
-    "test_acc": ("test_acc",),
-    "train_loss": ("train_loss",),
-    "train_ce": ("train_ce",),
-    "consistency": ("train_consistency", "train_kd", "train_reg", "train_extra"),
-    "train_acc": ("train_acc",),
-    "test_loss": ("test_loss", "test_nll"),
-    "ece": ("ece", "test_ece"),
-    "epoch_time_s": ("epoch_time_s",),
-}
-
 
 def default_root() -> Path:
     """``results/reference`` of the project this package sits in."""
@@ -58,29 +43,13 @@ def run_dir(root: Path, preset: str, method: str, forward: str | None, seed: int
 
 
 def read_history(path: str | Path) -> list[dict]:
-    """The rows of a ``history.csv`` as floats (``epoch`` as int), with the names of :data:`COLUMNS` added."""
-    with open(path, newline="") as f:
-        raw = list(csv.DictReader(f))
-    rows = []
-    for r in raw:
-        row = {k: _number(v) for k, v in r.items()}
-        for name, sources in COLUMNS.items():
-            found = next((s for s in sources if s in row), None)
-            if found is not None:
-                row[name] = row[found]
-        row["epoch"] = int(row["epoch"])
-        rows.append(row)
+    """The rows of a finished run's ``history.csv`` (:func:`~dlb_edu.run_dir.read_history_csv`); DataError if it
+    has no rows or lacks ``epoch`` or ``test_acc``."""
+    rows = read_history_csv(path)
     missing = [n for n in ("epoch", "test_acc") if rows and n not in rows[0]]
     if not rows or missing:
         raise DataError(f"{path} has no rows or lacks the columns {missing}: is it a dlb_edu history.csv?")
     return rows
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 @dataclass(frozen=True)

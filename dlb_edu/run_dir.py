@@ -35,7 +35,7 @@ import torch
 
 from . import distributed
 from .config import field_defaults, resumable_fields
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 CONFIG, CHECKPOINT, HISTORY, SUMMARY, LOCK = "config.json", "checkpoint.pt", "history.csv", "summary.json", ".lock"
 
@@ -95,8 +95,14 @@ def write_history_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_history_csv(path: str | Path) -> list[dict]:
+    """The rows of a ``history.csv`` (the columns of ``HISTORY_COLUMNS``) as numbers, ``epoch`` an int: the one reader
+    of histories (the reference results read theirs through it). A value that is no number is a DataError."""
     with open(path, newline="") as f:
-        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    try:
+        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in rows]
+    except (TypeError, ValueError):
+        raise DataError(f"{path} holds a value that is not a number: is it a dlb_edu history.csv?") from None
 
 
 def config_diff(saved: dict, current: dict) -> str:

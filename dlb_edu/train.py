@@ -32,11 +32,11 @@ import torch.nn.functional as F
 
 from . import distributed, metrics
 from .augment import Augmenter
-from .config import FORWARD_MODES, PRECISIONS, PRESETS, TrainConfig, resolve_device, resolve_precision
+from .config import TrainConfig, resolve_device, resolve_precision
 from .data import ImageData, check_trainable, load_dataset, normalize, random_crop_flip
 from .epoch_stats import EpochStats
 from .errors import ConfigError, TrainingDiverged
-from .methods import METHODS, build_method
+from .methods import build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
 from .projection import Projection, RunCost, check_budget_minutes, duration
@@ -45,9 +45,8 @@ from .sampling import step_seed
 from .seeds import derive_seed
 from .tensorboard_log import TensorBoardLog
 
-__all__ = ["Trainer", "TrainConfig", "PRESETS", "FORWARD_MODES", "PRECISIONS", "METHODS", "HISTORY_COLUMNS",
-           "read_history_csv", "resolve_device", "train", "compare", "run_experiment", "measure_costs", "project", "epochs_done",
-           "prepare_data", "git_revision"]
+__all__ = ["Trainer", "train", "compare", "run_experiment", "measure_costs", "project", "epochs_done",
+           "prepare_data", "git_revision"]  # the settings' names: dlb_edu.config
 
 OnStep = Callable[["Trainer", torch.Tensor], None]
 
@@ -450,8 +449,10 @@ def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=(0,),
         raise ConfigError(f"methods must be a list of method names, got {methods!r}")
     methods = list(methods)
     duplicates = sorted({m for m in methods if methods.count(m) > 1})
-    if not methods or duplicates:
-        raise ConfigError(f"methods must be distinct and at least one, got {', '.join(methods) or 'none'}")
+    if duplicates:  # the one check of duplicates, worded for the CLI's option, which passes its list here
+        raise ConfigError(f"--methods names {', '.join(duplicates)} more than once: each method runs once")
+    if not methods:
+        raise ConfigError("compare needs at least one method")
     budget_minutes = check_budget_minutes(budget_minutes)
     configs = [dataclasses.replace(config, method=m, seed=s) for s in seeds for m in methods]  # each one validated
     layout = _layout or (lambda out, seed, method: out / f"seed_{seed}" / method)

@@ -24,36 +24,46 @@ from IPython.display import Image, clear_output, display
 from matplotlib.figure import Figure
 
 from . import reference, viz
+from .config import TEACHING_RANGES, TrainConfig
 from .data import ImageData, load_dataset
 from .errors import ConfigError, TrainingDiverged
 from .lab import LiveLab, LiveView, default_every, lab_config
 from .losses import consistency_loss, dlb_loss
 from .sampling import DLBBatch, DLBBatchSampler, PlainBatchSampler
 from .smoke import SMOKE_CONFIG, smoke_mode
-from .train import TrainConfig, Trainer
+from .train import Trainer
+
+
+def _png(fig: Figure) -> bytes:
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return png.getvalue()
+
+
+def _knob_slider(name: str, value: float, **kwargs) -> W.FloatSlider:
+    """A slider for DLB's ``temperature`` or ``alpha`` over its teaching range (config.TEACHING_RANGES)."""
+    low, high = TEACHING_RANGES[name]
+    step, label = (0.5, "T") if name == "temperature" else (0.1, name)
+    return W.FloatSlider(value=value, min=low, max=high, step=step, description=label, **kwargs)
 
 
 class _App:
     """An app shows ``ui`` when it is the last expression of a cell; ``out`` holds its figure and printed text."""
     ui: W.Widget
     out: W.Output
+    fig: Figure
 
     def _ipython_display_(self):
         display(self.ui)
 
-    def _png(self) -> bytes:
-        png = io.BytesIO()
-        self.fig.savefig(png, format="png")
-        return png.getvalue()
-
     def snapshot(self) -> Image:
         """The app's figure as it is now, as a plain PNG image: what a reader without a kernel can see."""
-        return Image(self._png())
+        return Image(_png(self.fig))
 
     def _show(self, *lines: str) -> None:
         # The figure is a matplotlib.figure.Figure, made without pyplot, so nothing but this Output shows it; it is
         # sent as a PNG, which needs no matplotlib backend in the kernel.
-        png = self._png()
+        png = _png(self.fig)
         with self.out:
             clear_output(wait=True)
             for line in lines:
@@ -158,8 +168,8 @@ class ConsistencyApp(_App):
                  classes=None, temperature: float = 3.0, alpha: float = 1.0):
         self.student, self.teacher, self.targets = student_logits, teacher_logits, targets
         self.classes = classes
-        self.temperature = W.FloatSlider(value=temperature, min=0.5, max=10.0, step=0.5, description="T")
-        self.alpha = W.FloatSlider(value=alpha, min=0.0, max=3.0, step=0.1, description="alpha")
+        self.temperature = _knob_slider("temperature", temperature)
+        self.alpha = _knob_slider("alpha", alpha)
         self.out = W.Output()
         self.fig = Figure(figsize=(14, 3.8), dpi=80)
         # The gradient curve does not depend on alpha (it scales it), so it is computed once.
@@ -198,8 +208,8 @@ class StabilityApp(_App):
         cuda = torch.cuda.is_available() and device != "cpu"
         self.smoke = smoke_mode() if smoke is None else smoke
         self.device = device
-        self.temperature = W.FloatSlider(value=3.0, min=0.5, max=10.0, step=0.5, description="T")
-        self.alpha = W.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.1, description="alpha")
+        self.temperature = _knob_slider("temperature", 3.0)
+        self.alpha = _knob_slider("alpha", 1.0)
         self.forward = W.ToggleButtons(options=["joint", "split"], value="joint", description="forward")
         self.dataset = W.Dropdown(options=list(data_choices), value=data_choices[0], description="data")
         self.num_epochs = W.IntSlider(value=SMOKE_CONFIG["epochs"] if self.smoke else (15 if cuda else 4), min=1,
@@ -311,10 +321,8 @@ class LabApp(_App):
         self.out_dir, self.max_fps = out_dir, max_fps
         self._data: dict[str, ImageData] = {} if data is None else {cfg.dataset: data}
         # Released, not dragged: one change per move, not one per pixel of the drag.
-        self.temperature = W.FloatSlider(value=cfg.temperature, min=0.5, max=10.0, step=0.5, description="T",
-                                         continuous_update=False)
-        self.alpha = W.FloatSlider(value=cfg.alpha, min=0.0, max=5.0, step=0.1, description="alpha",
-                                   continuous_update=False)
+        self.temperature = _knob_slider("temperature", cfg.temperature, continuous_update=False)
+        self.alpha = _knob_slider("alpha", cfg.alpha, continuous_update=False)
         self.num_epochs = W.IntSlider(value=cfg.epochs, min=1, max=max(60, cfg.epochs), description="epochs")
         self.every = W.IntSlider(value=every or default_every(cfg), min=1, max=200, description="every K steps",
                                  style={"description_width": "initial"})
@@ -348,14 +356,13 @@ class LabApp(_App):
         empty = {"points": {m: {"step": [], "ce": [], "loss": [], "step_kl": [], "flip_rate": [], "probe_kl": []}
                             for m in ("baseline", "dlb")},
                  "every": self.every.value, "total_steps": 1, "changes": [], "lr_drops": []}
-        self.figure.value = self._png(viz.plot_lab(empty, fig=self.fig))
+        self.figure.value = _png(viz.plot_lab(empty, fig=self.fig))
         self._buttons()
 
-    @staticmethod
-    def _png(fig) -> bytes:
-        png = io.BytesIO()
-        fig.savefig(png, format="png")
-        return png.getvalue()
+    def snapshot(self) -> Image:
+        """The lab's last drawn frame, as a plain PNG image. (The view's thread draws ``fig``; the frame it last
+        sent is whole, so the kernel never saves a figure that is being drawn.)"""
+        return Image(bytes(self.figure.value))
 
     def data(self, cfg: TrainConfig) -> ImageData:
         if cfg.dataset not in self._data:
@@ -433,7 +440,7 @@ class LabApp(_App):
         except ConfigError as e:
             self.inspector_text.value = _error_html(str(e))
             return
-        self.inspector.value = self._png(viz.plot_inspector(info, self.lab.classes, fig=self.inspector_fig))
+        self.inspector.value = _png(viz.plot_inspector(info, self.lab.classes, fig=self.inspector_fig))
         self.inspector.layout.display = None
         self.inspector_text.value = html.escape(
             f"step {info['step']}: repeated sample {info['sample']} (training image #{info['index']}, "

@@ -8,7 +8,8 @@ import sys
 import torch
 
 from dlb_edu import distributed
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.config import TrainConfig
+from dlb_edu.train import Trainer
 
 
 def probe() -> dict:

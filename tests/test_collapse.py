@@ -18,8 +18,9 @@ import math
 
 import pytest
 
+from dlb_edu.config import TrainConfig
 from dlb_edu.data import load_dataset
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.train import Trainer
 
 STEPS = 40            # crosses the epoch boundary of 2,048 images at B = 64 (32 steps), so the carry-over runs too
 LOSS_BOUND = 10.0     # see the module docstring

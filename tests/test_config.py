@@ -6,6 +6,7 @@ import pytest
 
 from dlb_edu.config import TrainConfig, resumable_fields
 from dlb_edu.errors import ConfigError
+from knob_cases import KNOB_VALUES, config_verdict
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -46,6 +47,46 @@ def test_a_config_changed_after_construction_is_checked_again():
         cfg.validate()
     with pytest.raises(ConfigError, match="alpha"):
         dataclasses.replace(TrainConfig(), alpha=-1)
+
+
+@pytest.mark.parametrize("name,value", KNOB_VALUES)
+def test_dlb_set_refuses_exactly_what_the_config_refuses(name, value):
+    from dlb_edu.methods import DLB
+
+    dlb = DLB(temperature=3.0, alpha=1.0)
+    verdict, what = config_verdict(name, value)
+    if verdict == "refused":
+        with pytest.raises(ConfigError) as caught:
+            dlb.set(**{name: value})
+        assert str(caught.value) == what
+        assert (dlb.temperature, dlb.alpha) == (3.0, 1.0)  # unchanged
+    else:
+        dlb.set(**{name: value})
+        assert getattr(dlb, name) == what and type(getattr(dlb, name)) is float
+
+
+def test_the_config_refuses_too_small_a_temperature_in_one_line():
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(temperature=0.005)
+    assert str(caught.value) == "temperature must be a number in [0.01, 100], got 0.005"
+
+
+def test_teaching_ranges_lie_inside_the_fields_rules():
+    from dlb_edu.config import TEACHING_RANGES, check_value
+
+    for name, (low, high) in TEACHING_RANGES.items():
+        assert check_value(name, low) == low and check_value(name, high) == high
+
+
+def test_the_settings_load_no_implementation_above_them():
+    import subprocess
+    import sys
+
+    code = "import sys, dlb_edu.config; print(' '.join(sorted(m for m in sys.modules if m.startswith('dlb_edu.'))))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert {"dlb_edu.config", "dlb_edu.errors", "dlb_edu.models"} <= loaded  # models fills config.ARCHS
+    above = {"dlb_edu.methods", "dlb_edu.augment", "dlb_edu.pairs", "dlb_edu.noise", "dlb_edu.data", "dlb_edu.train"}
+    assert not loaded & above, f"importing the settings loaded {sorted(loaded & above)}"
 
 
 def test_nesterov_needs_momentum():

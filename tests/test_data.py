@@ -7,8 +7,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from dlb_edu.data import (AugmentedDataset, bundled_mini, load_cifar10_mini, load_dataset, make_synthetic,
-                          normalize, random_crop_flip)
+from dlb_edu.data import (bundled_mini, load_cifar10_mini, load_dataset, make_synthetic, normalize,
+                          random_crop_flip)
 from dlb_edu.errors import DataError
 
 
@@ -151,10 +151,3 @@ def test_normalize_standardizes_training_data():
     z = normalize(data.x_train, data.mean, data.std)
     assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
-
-
-def test_augmented_dataset_gives_normalized_tensors_and_labels():
-    data = make_synthetic()
-    ds = AugmentedDataset(data)
-    x, y = ds[3]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == data.y_train[3]

@@ -16,10 +16,11 @@ import dlb_edu.data as data_module
 from dlb_edu.cli import main
 from dlb_edu.data import (ARRAY_KEYS, ImageData, channel_stats, check_arrays, check_image_size, check_trainable,
                           load_dataset, normalize, random_crop_flip)
+from dlb_edu.config import TrainConfig
 from dlb_edu.errors import ConfigError, DataError
 from dlb_edu.models import MIN_IMAGE_SIZE, build_model
 from dlb_edu.noise import noisy_labels, with_label_noise
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.train import Trainer
 
 
 def image_data(n=64, size=8, classes=2, seed=0, x=None):

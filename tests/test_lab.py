@@ -21,10 +21,11 @@ import torch
 matplotlib.use("Agg")
 
 from dlb_edu import viz  # noqa: E402
+from dlb_edu.config import TrainConfig  # noqa: E402
 from dlb_edu.errors import ConfigError  # noqa: E402
 from dlb_edu.lab import Change, LiveLab, LiveView, consistency_gradient, step_kl, steps_done  # noqa: E402
 from dlb_edu.losses import consistency_loss, dlb_loss  # noqa: E402
-from dlb_edu.train import TrainConfig, Trainer  # noqa: E402
+from dlb_edu.train import Trainer  # noqa: E402
 
 # 256 synthetic images, B = 32: 8 steps per epoch, 16 in the run. Every field is one the CLI can set.
 CONFIG = TrainConfig.from_preset("quick", dataset="synthetic", epochs=2, batch_size=32, train_subset=256,
@@ -35,14 +36,14 @@ EVERY = 2
 
 
 @pytest.fixture(scope="module")
-def synthetic():
+def cli_synthetic():
     """The CLI's `--dataset synthetic` (these tests resume lab runs with the CLI, so both must see the same data)."""
     from dlb_edu.data import make_synthetic
     return make_synthetic()
 
 
-def make_lab(synthetic, **kwargs) -> LiveLab:
-    return LiveLab(CONFIG, data=synthetic, every=EVERY, probe_size=64, **kwargs)
+def make_lab(cli_synthetic, **kwargs) -> LiveLab:
+    return LiveLab(CONFIG, data=cli_synthetic, every=EVERY, probe_size=64, **kwargs)
 
 
 def spy_on_dlb_loss(lab: LiveLab) -> list[dict]:
@@ -72,12 +73,12 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
-def plain_runs(synthetic, alpha_from: dict[int, float]) -> dict:
+def plain_runs(cli_synthetic, alpha_from: dict[int, float]) -> dict:
     """The baseline and DLB trained by plain Trainers, no lab; DLB's alpha set from ``on_step`` so that
     ``alpha_from[s]`` is in force from step s on."""
     weights = {}
     for method in ("baseline", "dlb"):
-        trainer = Trainer(dataclasses.replace(CONFIG, method=method), data=synthetic, progress=False)
+        trainer = Trainer(dataclasses.replace(CONFIG, method=method), data=cli_synthetic, progress=False)
 
         def on_step(t, loss):
             if steps_done(t) + 1 in alpha_from:
@@ -90,11 +91,11 @@ def plain_runs(synthetic, alpha_from: dict[int, float]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stopped(synthetic, tmp_path_factory):
+def stopped(cli_synthetic, tmp_path_factory):
     """A lab paused after step 4, alpha raised to 2.5, resumed, paused after step 7 and stopped, with an output
     folder; the DLB loss calls seen by a spy; the inspector at step 7."""
     out = tmp_path_factory.mktemp("lab")
-    lab = make_lab(synthetic, out_dir=out)
+    lab = make_lab(cli_synthetic, out_dir=out)
     calls = spy_on_dlb_loss(lab)
     lab.pause(at_step=4)
     lab.start()
@@ -148,7 +149,7 @@ def test_the_loss_uses_the_new_alpha_from_that_step_on(stopped):
         assert loss == pytest.approx(ce + alpha * kd, rel=1e-5)
 
 
-def test_stop_leaves_checkpoints_that_the_cli_resumes(stopped, synthetic, tmp_path):
+def test_stop_leaves_checkpoints_that_the_cli_resumes(stopped, cli_synthetic, tmp_path):
     out = tmp_path / "lab"
     shutil.copytree(stopped["out"], out)
     for method in ("baseline", "dlb"):
@@ -161,24 +162,25 @@ def test_stop_leaves_checkpoints_that_the_cli_resumes(stopped, synthetic, tmp_pa
         assert "epoch   2/2" in proc.stdout
     # The CLI continues with the config's alpha: DLB ran steps 5-7 at 2.5 and the rest at 1. A plain run that does
     # the same (same number of threads) ends on the same weights, to the bit.
-    reference = plain_runs(synthetic, {5: 2.5, 8: 1.0})
+    reference = plain_runs(cli_synthetic, {5: 2.5, 8: 1.0})
     for method in ("baseline", "dlb"):
         resumed = torch.load(out / method / "checkpoint.pt", weights_only=True)
         assert len(resumed["history"]) == 2
         assert_same_weights(resumed["model"], reference[method])
 
 
-def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one_ends(stopped, synthetic, tmp_path):
+def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one_ends(stopped, cli_synthetic,
+                                                                                      tmp_path):
     out = tmp_path / "lab"
     shutil.copytree(stopped["out"], out)
-    resumed = make_lab(synthetic, out_dir=out, resume=True)
+    resumed = make_lab(cli_synthetic, out_dir=out, resume=True)
     assert resumed.step == 7 and resumed.knobs() == {"temperature": 3.0, "alpha": 2.5}
     assert resumed.changes == [Change(5, "alpha", 1.0, 2.5)]
     assert resumed.history()["steps"]["dlb"]["step"] == list(range(1, 8))  # its record continues too
     resumed.start()
     assert resumed.wait(timeout=300) and resumed.state == "finished", resumed.error
 
-    uninterrupted = make_lab(synthetic)
+    uninterrupted = make_lab(cli_synthetic)
     uninterrupted.set("alpha", 2.5, at_step=5)
     uninterrupted.start()
     assert uninterrupted.wait(timeout=300) and uninterrupted.state == "finished", uninterrupted.error
@@ -189,7 +191,7 @@ def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one
     assert a["points"]["dlb"]["step"] == b["points"]["dlb"]["step"] == list(range(2, 17, 2))
 
     # ... and the lab trains exactly what plain trainers train: its taps, probes and second forwards change nothing.
-    plain = plain_runs(synthetic, {5: 2.5})
+    plain = plain_runs(cli_synthetic, {5: 2.5})
     for method in ("baseline", "dlb"):
         assert_same_weights(final_weights(uninterrupted.trainers[method]), plain[method])
 
@@ -248,16 +250,17 @@ def test_the_figure_marks_the_change_in_every_panel(stopped):
     assert fig.legends
 
 
-def test_bad_values_are_refused_with_one_line(synthetic):
-    lab = make_lab(synthetic)
-    for name, value, words in (("alpha", -1.0, "alpha must be >= 0"), ("temperature", 0.0, "temperature must be > 0"),
+def test_bad_values_are_refused_with_one_line(cli_synthetic):
+    lab = make_lab(cli_synthetic)
+    for name, value, words in (("alpha", -1.0, r"alpha must be a number >= 0, got -1\.0"),
+                               ("temperature", 0.0, r"temperature must be a number in \[0\.01, 100\], got 0\.0"),
                                ("lr", 0.1, "only temperature and alpha")):
         with pytest.raises(ConfigError, match=words):
             lab.set(name, value)
     with pytest.raises(ConfigError, match="at_step"):
         lab.set("alpha", 2.0, at_step=0)
     with pytest.raises(ConfigError, match="every"):
-        LiveLab(CONFIG, data=synthetic, every=0)
+        LiveLab(CONFIG, data=cli_synthetic, every=0)
     lab.stop()  # never started
     with pytest.raises(ConfigError, match="stopped"):
         lab.set("alpha", 2.0)
@@ -265,8 +268,23 @@ def test_bad_values_are_refused_with_one_line(synthetic):
         lab.start()
 
 
-def test_a_change_before_start_is_the_first_step_s_value(synthetic):
-    lab = make_lab(synthetic)
+def test_set_refuses_exactly_what_the_config_refuses_with_its_message(cli_synthetic):
+    from knob_cases import KNOB_VALUES, config_verdict
+
+    lab = make_lab(cli_synthetic)
+    for name, value in KNOB_VALUES:
+        verdict, what = config_verdict(name, value)
+        if verdict == "refused":
+            with pytest.raises(ConfigError) as caught:
+                lab.set(name, value)
+            assert str(caught.value) == what, (name, value)
+        else:
+            lab.set(name, value)  # accepted: the run's starting value
+    lab.stop()
+
+
+def test_a_change_before_start_is_the_first_step_s_value(cli_synthetic):
+    lab = make_lab(cli_synthetic)
     calls = spy_on_dlb_loss(lab)
     lab.set("temperature", 2.0)
     lab.pause(at_step=2)
@@ -277,8 +295,8 @@ def test_a_change_before_start_is_the_first_step_s_value(synthetic):
     assert [c["temperature"] for c in calls] == [2.0, 2.0]
 
 
-def test_live_view_draws_at_most_max_fps_and_a_last_frame_of_the_ended_run(synthetic):
-    lab = make_lab(synthetic)
+def test_live_view_draws_at_most_max_fps_and_a_last_frame_of_the_ended_run(cli_synthetic):
+    lab = make_lab(cli_synthetic)
     frames = []
     view = LiveView(lab, lambda png, snap: frames.append((png, snap["state"], snap["step"])), max_fps=4)
     start = time.perf_counter()
@@ -305,10 +323,10 @@ def test_the_lab_module_does_not_import_ipywidgets():
 # The widget, without a browser
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_lab_app_buttons_and_alpha_slider_steer_a_run(synthetic):
+def test_lab_app_buttons_and_alpha_slider_steer_a_run(cli_synthetic):
     from dlb_edu import widgets
 
-    app = widgets.LabApp(config=CONFIG, data=synthetic, every=EVERY)
+    app = widgets.LabApp(config=CONFIG, data=cli_synthetic, every=EVERY)
     assert [b.disabled for b in (app.start_button, app.pause_button, app.resume_button, app.stop_button)] == \
         [False, True, True, True]
     app.alpha.value = 1.5  # before Start: the run's starting value, not a change
@@ -330,18 +348,28 @@ def test_lab_app_buttons_and_alpha_slider_steer_a_run(synthetic):
     assert "stopped after step" in app.status.value
     assert f"step {paused + 1}: alpha 1.5 -&gt; 3" in app.change_log.value
     assert bytes(app.figure.value).startswith(b"\x89PNG")
+    assert app.snapshot().data == bytes(app.figure.value)  # the last frame, the one under the sliders
     assert any(list(ln.get_xdata()) == [paused + 1] * 2 for ln in app.fig.axes[0].lines)
     assert not app.start_button.disabled and app.stop_button.disabled
 
 
-def test_a_new_lab_app_stops_the_run_of_the_one_before(synthetic):
+def test_lab_app_snapshot_is_an_image_before_a_run(cli_synthetic):
+    from IPython.display import Image
+
     from dlb_edu import widgets
 
-    first = widgets.LabApp(config=CONFIG, data=synthetic, every=EVERY)
+    snapshot = widgets.LabApp(config=CONFIG, data=cli_synthetic, every=EVERY).snapshot()
+    assert isinstance(snapshot, Image) and snapshot.data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_new_lab_app_stops_the_run_of_the_one_before(cli_synthetic):
+    from dlb_edu import widgets
+
+    first = widgets.LabApp(config=CONFIG, data=cli_synthetic, every=EVERY)
     first.start_button.click()
     first.pause_button.click()
     assert first.lab.wait_paused(timeout=120) is not None
-    widgets.LabApp(config=CONFIG, data=synthetic, every=EVERY)  # the notebook cell run again
+    widgets.LabApp(config=CONFIG, data=cli_synthetic, every=EVERY)  # the notebook cell run again
     first.wait(timeout=120)
     assert first.lab.state == "stopped" and "stopped after step" in first.status.value
 

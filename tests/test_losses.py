@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from dlb_edu.errors import ConfigError
 from dlb_edu.losses import consistency_loss, dlb_loss
 
 
@@ -78,12 +77,5 @@ def test_first_step_without_cache_is_plain_cross_entropy():
     assert loss.item() == pytest.approx(reference_ce(logits, y), rel=1e-12)
 
 
-@pytest.mark.parametrize("T", [0.0, -1.0, float("nan")])
-def test_bad_temperature_is_refused(T):
-    with pytest.raises(ConfigError, match="temperature"):
-        consistency_loss(torch.zeros(1, 2), torch.zeros(1, 2), T)
-
-
-def test_negative_alpha_is_refused():
-    with pytest.raises(ConfigError, match="alpha"):
-        dlb_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), None, 3.0, -0.1)
+# Bad T and alpha are refused at the boundary, by config's rules (tests/test_config.py: the config, DLB.set and the
+# live lab refuse the same values with the same message); the losses take them as checked.

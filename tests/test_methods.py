@@ -9,13 +9,15 @@ import torch
 
 from dlb_edu.augment import Mix
 from dlb_edu.cache import SoftTargetCache
+from dlb_edu.config import METHODS
 from dlb_edu.data import CIFAR10_CLASSES, make_synthetic
 from dlb_edu.errors import ConfigError
 from dlb_edu.losses import dlb_loss
-from dlb_edu.methods import CSKD, DLB, METHODS, PSKD, LabelSmoothing, TfKD, cross_entropy
+from dlb_edu.methods import BUILDERS, CSKD, DLB, PSKD, LabelSmoothing, Method, TfKD, cross_entropy
 from dlb_edu.pairs import ClassPairBatch, ClassPairBatchSampler
 from dlb_edu.sampling import DLBBatch, PlainBatchSampler
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.config import TrainConfig
+from dlb_edu.train import Trainer
 from resume_checks import assert_same_weights, interrupted_then_resumed
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,3 +289,12 @@ def test_cli_compare_runs_the_chosen_methods(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "label_smoothing" in table and "ps_kd" in table
     assert (out / "ps_kd" / "history.csv").exists() and (out / "curves.png").exists()
+
+
+def test_one_registry_builds_every_method_the_config_names():
+    assert tuple(BUILDERS) == METHODS
+    data = make_synthetic(n_train=64, n_test=32, size=8)
+    for name in METHODS:
+        method = BUILDERS[name](TrainConfig(method=name), data.y_train, 10)
+        assert isinstance(method, {"baseline": Method, "dlb": DLB, "label_smoothing": LabelSmoothing, "tf_kd": TfKD,
+                                   "cs_kd": CSKD, "ps_kd": PSKD}[name])

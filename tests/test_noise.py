@@ -4,10 +4,11 @@ from collections import Counter
 import pytest
 import torch
 
+from dlb_edu.config import TrainConfig
 from dlb_edu.data import CIFAR10_CLASSES, make_synthetic
 from dlb_edu.errors import ConfigError
 from dlb_edu.noise import CIFAR10_FLIPS, noisy_labels, realized_rate
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.train import Trainer
 
 
 def balanced_labels(n, k=10):

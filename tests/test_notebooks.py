@@ -6,7 +6,14 @@ widget is followed by a plain image of its view.
 Each notebook runs in its own ``python3`` kernel with ``notebooks/`` as the working folder. After the last cell, the
 code of each ``solution`` cell (a collapsed markdown block) runs in the same kernel and every ``check`` cell runs
 again: it must print "Correct". Notebook 05 writes into a temporary folder (``DLB_EDU_OUT``), never into the repo,
-and a second run there must resume every run instead of training it again.
+and a second run there must resume every run instead of training it again. Every kernel gets its own temporary
+folder (``TMPDIR``), so what a notebook puts in ``tempfile``'s folder is removed with the test's.
+
+A cell that reaches its timeout fails the test. nbclient's stand-in for a browser's Output widget sends each of the
+widget's outputs back to the kernel on the shell channel while it waits for the cell's reply on that same channel,
+and the reply can then sit unread until the cell's timeout (jupyter/nbclient#312): notebook 01's widget cell took
+exactly ``CELL_TIMEOUT_S`` and passed. The stand-in here records the outputs as nbclient's does but sends nothing
+back (no notebook reads ``Output.outputs`` in the kernel).
 """
 import os
 import re
@@ -16,6 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError
+from nbclient.output_widget import OutputWidget
 
 from dlb_edu import reference, smoke
 
@@ -29,26 +38,51 @@ TRAINING = ("00_quickstart", "04_training_stability", "05_full_cifar_experiment"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def run_notebook(path: Path, **env) -> nbformat.NotebookNode:
-    """Execute ``path`` in smoke mode, then its exercise solutions and checks; return the executed notebook."""
-    nb = nbformat.read(path, as_version=4)
-    kernel_env = {**os.environ, smoke.ENV_VAR: "1", **env}
-    kernel_env.pop("MPLBACKEND", None)  # the kernel picks its inline backend, as for a reader
-    client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+class RecordingOutputWidget(OutputWidget):
+    """nbclient's Output widget stand-in, minus the shell-channel echo of its outputs to the kernel."""
+
+    def sync_state(self) -> None:
+        pass
+
+
+def notebook_client(nb, timeout_s: float = CELL_TIMEOUT_S) -> NotebookClient:
+    client = NotebookClient(nb, kernel_name="python3", timeout=timeout_s,
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client.widget_registry = {**client.widget_registry,
+                              "@jupyter-widgets/output": {"OutputModel": RecordingOutputWidget}}
+    return client
+
+
+def execute_cells(client: NotebookClient, cells, first_index: int = 0) -> list[float]:
+    """Run ``cells`` (already in ``client.nb`` from ``first_index`` on); raise on an error or a timeout.
+
+    nbclient can deliver a reply that waited unread at the timeout as if it were on time, so a cell that ran
+    to its timeout fails here even then. Returns each cell's seconds."""
+    seconds = []
+    for index, cell in enumerate(cells, first_index):
+        start = time.perf_counter()
+        client.execute_cell(cell, index)  # raises CellExecutionError on an error, CellTimeoutError on a timeout
+        seconds.append(time.perf_counter() - start)
+        assert seconds[-1] < client.timeout, f"cell {index} ran to its timeout ({client.timeout} s)"
+    return seconds
+
+
+def run_notebook(path: Path, tmp_dir: Path, **env) -> nbformat.NotebookNode:
+    """Execute ``path`` in smoke mode, then its exercise solutions and checks; return the executed notebook. The
+    kernel's temporary files go to ``tmp_dir``."""
+    nb = nbformat.read(path, as_version=4)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    kernel_env = {**os.environ, smoke.ENV_VAR: "1", "TMPDIR": str(tmp_dir), **env}
+    kernel_env.pop("MPLBACKEND", None)  # the kernel picks its inline backend, as for a reader
+    client = notebook_client(nb)
     solutions = [SOLUTION.search(c.source).group(1) for c in nb.cells if "solution" in c.metadata.get("tags", [])]
     checks = [c.source for c in nb.cells if "check" in c.metadata.get("tags", [])]
     assert len(solutions) == len(checks) >= 1, f"{path.name}: each exercise needs a solution and a check cell"
-    seconds = []
     with client.setup_kernel(env=kernel_env):
-        for index, cell in enumerate(nb.cells):
-            start = time.perf_counter()
-            client.execute_cell(cell, index)  # raises CellExecutionError on any error
-            seconds.append(time.perf_counter() - start)
+        seconds = execute_cells(client, nb.cells)
         extra = [nbformat.v4.new_code_cell(source) for source in solutions + checks]
         nb.cells.extend(extra)
-        for k, cell in enumerate(extra):
-            client.execute_cell(cell, len(nb.cells) - len(extra) + k)
+        execute_cells(client, extra, first_index=len(nb.cells) - len(extra))
     for cell in extra[len(solutions):]:
         printed = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
         assert "Correct" in printed, f"{path.name}: the solution does not pass its check: {printed!r}"
@@ -85,6 +119,35 @@ def check_what_a_reader_sees(path: Path, nb) -> None:
                 f"{path.name}: the widget of code cell {i} is not followed by a plain image of its view")
 
 
+def tiny_notebook(*sources: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+
+
+def test_a_cell_that_runs_past_its_timeout_fails_the_harness():
+    nb = tiny_notebook("x = 1", "import time\ntime.sleep(60)")
+    client = notebook_client(nb, timeout_s=3)
+    with client.setup_kernel(), pytest.raises(CellTimeoutError):
+        execute_cells(client, nb.cells)
+    assert nb.cells[0].execution_count == 1  # the first cell ran; the second is the one that timed out
+
+
+def test_output_widget_cells_finish_and_keep_their_outputs():
+    # As the apps of dlb_edu.widgets do: a large PNG into an Output widget as a cell's last act. Before
+    # RecordingOutputWidget most of these cells waited out the whole timeout (jupyter/nbclient#312).
+    setup = ("import io\nimport ipywidgets as W\nimport numpy as np\nfrom IPython.display import Image, clear_output\n"
+             "from matplotlib.figure import Figure\n"
+             "fig = Figure(figsize=(12, 6))\nfig.add_subplot().imshow(np.random.default_rng(0).random((200, 200)))\n"
+             "png = io.BytesIO()\nfig.savefig(png, format='png')\nout = W.Output()\ndisplay(out)")
+    show = "with out:\n    clear_output(wait=True)\n    display(Image(png.getvalue()))"
+    nb = tiny_notebook(setup, *[show] * 4)
+    client = notebook_client(nb, timeout_s=10)
+    with client.setup_kernel():
+        execute_cells(client, nb.cells)  # fails on a cell that reaches the timeout
+    outputs, = [state["outputs"] for state in client.widget_state.values() if state.get("_model_name") == "OutputModel"]
+    assert [o["output_type"] for o in outputs] == ["display_data"] and "image/png" in outputs[0]["data"]
+    assert all(cell.outputs == [] for cell in nb.cells[1:])  # the images went into the widget, not the cells
+
+
 def test_the_notebooks_are_in_reading_order():
     assert [p.name[:3] for p in NOTEBOOKS] == ["00_", "01_", "02_", "03_", "04_", "04b", "05_", "06_"]
 
@@ -99,9 +162,9 @@ def test_notebook_is_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOKS if not p.name.startswith("05_")], ids=lambda p: p.stem)
-def test_notebook_runs_headless_in_smoke_mode(path):
+def test_notebook_runs_headless_in_smoke_mode(path, tmp_path):
     start = time.perf_counter()
-    nb = run_notebook(path)
+    nb = run_notebook(path, tmp_path)
     print(f"{path.name}: {time.perf_counter() - start:.1f} s in all")
     check_what_a_reader_sees(path, nb)
 
@@ -111,7 +174,7 @@ def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
     assert any("parameters" in c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells)
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
     start = time.perf_counter()
-    first = run_notebook(path, DLB_EDU_OUT=str(tmp_path))
+    first = run_notebook(path, tmp_path / "tmp", DLB_EDU_OUT=str(tmp_path))
     print(f"{path.name}: {time.perf_counter() - start:.1f} s in all")
     check_what_a_reader_sees(path, first)
     for name in ("results.csv", "histories.csv", "curves.png"):
@@ -120,7 +183,7 @@ def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before
     assert printed(first).count("started") == 4
 
-    second = run_notebook(path, DLB_EDU_OUT=str(tmp_path))
+    second = run_notebook(path, tmp_path / "tmp", DLB_EDU_OUT=str(tmp_path))
     assert printed(second).count(f"resumed at epoch {smoke.SMOKE_CONFIG['epochs']}") == 4
     results = [line for line in printed(first).splitlines() if "over 2 seeds" in line]
     assert results and results == [line for line in printed(second).splitlines() if "over 2 seeds" in line]

@@ -88,7 +88,9 @@ def test_an_experiment_prints_its_projection_then_a_closing_line(synthetic, tmp_
     assert out[-1].startswith("trained 2 runs in ")
 
 
-@pytest.mark.parametrize("methods", ["dlb", [1, 2], ("dlb", "dlb")])
-def test_methods_must_be_a_list_of_distinct_names(synthetic, methods):
-    with pytest.raises(ConfigError, match="methods must be"):
+@pytest.mark.parametrize("methods, message", [("dlb", "methods must be a list"), ([1, 2], "methods must be a list"),
+                                              (("dlb", "dlb"), "--methods names dlb more than once"),
+                                              ([], "at least one method")])
+def test_methods_must_be_a_list_of_distinct_names(synthetic, methods, message):
+    with pytest.raises(ConfigError, match=message):
         compare(TrainConfig(dataset="synthetic"), methods, data=synthetic, progress=False)

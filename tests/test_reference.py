@@ -8,8 +8,8 @@ import pytest
 matplotlib.use("Agg")
 
 from dlb_edu import reference  # noqa: E402
+from dlb_edu.config import METHODS  # noqa: E402
 from dlb_edu.errors import DataError  # noqa: E402
-from dlb_edu.methods import METHODS  # noqa: E402
 
 # test accuracy per epoch, per (variant, seed)
 ACCS = {("baseline", 0): [0.30, 0.50, 0.40], ("baseline", 1): [0.20, 0.45, 0.44],
@@ -17,10 +17,10 @@ ACCS = {("baseline", 0): [0.30, 0.50, 0.40], ("baseline", 1): [0.20, 0.45, 0.44]
         ("dlb-split", 0): [0.33, 0.55, 0.53], ("dlb-split", 1): [0.30, 0.50, 0.49]}
 
 
-def write_run(d, method, forward, accs, consistency_column):
+def write_run(d, method, forward, accs):
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"method": method, "forward": forward, "arch": "small_cnn"}))
-    lines = [f"epoch,train_loss,{consistency_column},test_acc"]
+    lines = ["epoch,train_loss,train_consistency,test_acc"]
     lines += [f"{e + 1},{1.0 / (e + 1)},{0.1 * e},{acc}" for e, acc in enumerate(accs)]
     (d / "history.csv").write_text("\n".join(lines) + "\n")
     (d / "summary.json").write_text(json.dumps({"final_test_acc": accs[-1], "git_rev": "abc1234"}))
@@ -32,8 +32,7 @@ def ref_root(tmp_path):
     for (variant, seed), accs in ACCS.items():
         method, _, forward = variant.partition("-")
         d = reference.run_dir(tmp_path, "quick", method, forward or None, seed)
-        # Two names of the consistency term, as the trainer has had: the reader must take either.
-        write_run(d, method, forward or "joint", accs, "train_kd" if seed else "train_consistency")
+        write_run(d, method, forward or "joint", accs)
         runs.append({"method": method, "seed": seed, "dir": str(d.relative_to(tmp_path)), "command": "python -m x"})
     manifest = {"command": "python benchmarks/reference_runs.py", "runs": runs, "preset": "quick",
                 "dataset": "cifar10-mini", "arch": "small_cnn", "epochs": 3, "seeds": [0, 1],
@@ -55,10 +54,11 @@ def test_final_and_best_accuracy_are_read_from_the_history_and_averaged_over_see
     assert [r.best_epoch for r in ref.of("baseline")] == [2, 2]
 
 
-def test_the_consistency_term_is_read_under_each_of_its_names(ref_root):
+def test_histories_are_read_as_numbers_under_the_trainers_column_names(ref_root):
     ref = reference.load(ref_root)
     for run in ref.of("dlb"):
-        assert [row["consistency"] for row in run.history] == pytest.approx([0.0, 0.1, 0.2])
+        assert [row["epoch"] for row in run.history] == [1, 2, 3]
+        assert [row["train_consistency"] for row in run.history] == pytest.approx([0.0, 0.1, 0.2])
 
 
 def test_paired_difference_is_taken_seed_by_seed(ref_root):
@@ -153,3 +153,13 @@ def test_reference_script_runs_every_method_and_dlb_split_through_the_cli(tmp_pa
     assert seen == {(m, "joint", s, 15, "small_cnn") for m in METHODS for s in (0, 1, 2)} | {
         ("dlb", "split", s, 15, "small_cnn") for s in (0, 1, 2)}
     assert not reference_runs.finished(tmp_path)  # an empty folder is not a finished run
+
+
+def test_a_history_that_is_not_one_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,test_acc\n")
+    with pytest.raises(DataError, match="has no rows"):
+        reference.read_history(path)
+    path.write_text("epoch,test_acc\n1,abc\n")
+    with pytest.raises(DataError, match="not a number"):
+        reference.read_history(path)

@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 
+from dlb_edu.config import TrainConfig
 from dlb_edu.errors import ConfigError
 from dlb_edu.run_dir import atomic_write, lock_folder, read_history_csv
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.train import Trainer
 
 
 def tiny(**overrides):

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from dlb_edu.config import TrainConfig
 from dlb_edu.errors import ConfigError, TrainingDiverged
-from dlb_edu.train import HISTORY_COLUMNS, TrainConfig, Trainer, read_history_csv
+from dlb_edu.run_dir import HISTORY_COLUMNS, read_history_csv
+from dlb_edu.train import Trainer
 from resume_checks import assert_same_run, stop_after
 
 
@@ -167,3 +169,12 @@ def test_history_has_no_nan_beyond_the_first_epochs_stability_columns(synthetic)
     first, second = trainer.history
     assert math.isnan(first["probe_flip_rate"]) and math.isnan(first["probe_kl"])  # nothing to compare with yet
     assert all(math.isfinite(v) for v in second.values())
+
+
+def test_compare_refuses_a_method_named_twice_with_the_clis_line(tmp_path):
+    from dlb_edu.train import compare
+
+    with pytest.raises(ConfigError) as caught:
+        compare(TrainConfig(dataset="synthetic"), ["dlb", "baseline", "dlb"], tmp_path / "cmp")
+    assert str(caught.value) == "--methods names dlb more than once: each method runs once"
+    assert not (tmp_path / "cmp").exists()
