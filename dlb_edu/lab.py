@@ -171,11 +171,22 @@ class LiveLab:
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
         self.config, self.every = config, every
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        if self.out_dir is not None and force and (self.out_dir / RECORD_FILE).exists():
-            (self.out_dir / RECORD_FILE).unlink()  # a new run: the old record must not be re-applied later
-        self.trainers = {m: Trainer(replace(config, method=m), data=data, progress=False, resume=resume, force=force,
-                                    out_dir=None if self.out_dir is None else self.out_dir / m) for m in METHODS}
+        self.trainers = {}
+        try:
+            for m in METHODS:
+                self.trainers[m] = Trainer(replace(config, method=m), data=data, progress=False, resume=resume,
+                                           force=force, out_dir=None if self.out_dir is None else self.out_dir / m)
+                if self.out_dir is not None:
+                    self.trainers[m].run_dir.owner = "a LiveLab"  # named to a second owner of the folder
+        except BaseException:
+            for trainer in self.trainers.values():
+                trainer.close()
+            raise
         dlb = self.trainers["dlb"]
+        # Replacing an old run (force): its record stays until DLB's first checkpoint replaces its run, and goes then.
+        self._replacing = self.out_dir is not None and dlb.run_dir.replacing
+        if self._replacing:
+            dlb.run_dir.also_replaced.append(self.out_dir / RECORD_FILE)
         self.classes = data.classes
         self.steps_per_epoch = len(dlb.sampler)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -210,7 +221,7 @@ class LiveLab:
         self._unread = {m: [] for m in METHODS}        # step values still on the device, read every K steps
         self._prev_probe = {m: None for m in METHODS}
         self._inspectable: dict | None = None
-        if resume:
+        if resume and not self._replacing:
             self._load_record()
 
     # -----------------------------------------------------------------------------------------------------------
@@ -224,6 +235,9 @@ class LiveLab:
                 raise ConfigError("this lab has already run: make a new LiveLab (resume=True continues a saved one)")
             self.state, self._active = "running", set(METHODS)
             self.version += 1
+        for trainer in self.trainers.values():
+            if trainer.run_dir is not None:  # replacing old runs: killed before a run's first checkpoint, the lab's
+                trainer.run_dir.mark_for_replacement()  # resume replaces it too (built but never started: it does not)
         self._threads = [threading.Thread(target=self._train, args=(m,), name=f"dlb-edu-lab-{m}", daemon=True)
                          for m in METHODS]
         for thread in self._threads:
@@ -421,6 +435,7 @@ class LiveLab:
                 self.error = self.error or e
                 self._stop = True
         finally:
+            trainer.close()  # the run has ended here: its folder may have a new owner (a Trainer, a new LiveLab)
             with self._cond:
                 self._active.discard(name)
                 last = not self._active
@@ -552,6 +567,8 @@ class LiveLab:
     # -----------------------------------------------------------------------------------------------------------
 
     def _save_record(self) -> None:
+        if self._replacing and self.trainers["dlb"].run_dir.replacing:
+            return  # the old run and its record are still in place: ours is written from DLB's first checkpoint on
         write_json(self.out_dir / RECORD_FILE, {"config": self.config.to_dict(), **self.history()})
 
     def _load_record(self) -> None:
@@ -565,19 +582,31 @@ class LiveLab:
             return
         try:
             saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise ConfigError(f"{path} is unreadable: delete it (the runs resume with the config's T and alpha)") \
                 from None
         method, n = self.trainers["dlb"].method, self._steps["dlb"]
-        self.changes = [Change(**c) for c in saved["changes"] if c["step"] <= n + 1]
+        try:
+            changes = [Change(**c) for c in saved["changes"]]
+            if not all(isinstance(c.step, int) and c.name in ("temperature", "alpha")
+                       and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (c.old, c.new))
+                       for c in changes):
+                raise ValueError
+            tables = {}
+            for m in METHODS:
+                keep = self._steps[m]
+                for table, keys in (("points", POINT_KEYS), ("steps", STEP_KEYS)):
+                    rows = saved.get(table, {}).get(m, {})
+                    positions = [i for i, s in enumerate(rows.get("step", [])) if s <= keep]
+                    tables[table, m] = {k: [rows[k][i] for i in positions] for k in keys}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            raise ConfigError(f"{path} is damaged (not the record of a lab): delete it (the runs resume with the "
+                              f"config's T and alpha)") from None
+        self.changes = [c for c in changes if c.step <= n + 1]
         for change in self.changes:
             setattr(method, change.name, change.new)
-        for m in METHODS:
-            keep = self._steps[m]
-            for table, keys in ((self.points, POINT_KEYS), (self.steps, STEP_KEYS)):
-                rows = saved.get("points" if table is self.points else "steps", {}).get(m, {})
-                positions = [i for i, s in enumerate(rows.get("step", [])) if s <= keep]
-                table[m] = {k: [rows[k][i] for i in positions] for k in keys}
+        for (table, m), rows in tables.items():
+            (self.points if table == "points" else self.steps)[m] = rows
 
 
 class LiveView:

@@ -37,7 +37,8 @@ from .errors import ConfigError, TrainingDiverged
 from .methods import METHODS, build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
-from .run_dir import CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv
+from .run_dir import (CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv,
+                      replacement_pending)
 from .sampling import step_seed
 from .seeds import derive_seed
 
@@ -103,10 +104,28 @@ class Trainer:
         self.stats = EpochStats(0, self.device)
 
         if self.run_dir is not None:
-            state = self.run_dir.open(cfg.to_dict(), resume, force)
-            if state is not None:
-                self.load_state_dict(state)
-                self.run_dir.write_outputs(self.history, self.summary())  # replace any stale ones
+            state = self.run_dir.open(cfg.to_dict(), resume, force)  # this trainer now owns the folder
+            try:
+                if state is not None:
+                    self.load_state_dict(state)  # may refuse: nothing in the folder is written before this
+                self.run_dir.start(cfg.to_dict())
+                if state is not None:
+                    self.run_dir.write_outputs(self.history, self.summary())  # replace any stale ones
+            except BaseException:
+                self.run_dir.close()  # a refused trainer does not keep the folder (a notebook keeps the traceback)
+                raise
+
+    def close(self) -> None:
+        """Give up the output folder, so that another Trainer (or LiveLab) may use it. Training to the end does this
+        too, and so does garbage collection; a closed trainer writes nothing more there."""
+        if self.run_dir is not None:
+            self.run_dir.close()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -----------------------------------------------------------------------------------------------------------
     # The loop
@@ -116,8 +135,9 @@ class Trainer:
         """Train until ``config.epochs``; yield each epoch's history row as it finishes. See ``train_epoch``."""
         while self.sampler.epoch < self.config.epochs:
             yield self.train_epoch(on_step)
-        if self.run_dir is not None:
+        if self.run_dir is not None and not self.run_dir.closed:
             self.run_dir.write_outputs(self.history, self.summary())  # also after a resume of a finished run
+            self.run_dir.close()  # the run is done: the folder may have a new owner
 
     def train_epoch(self, on_step: OnStep | None = None) -> dict:
         """Train the rest of the current epoch; return its history row.
@@ -127,6 +147,8 @@ class Trainer:
         continues from the next step).
         """
         cfg, epoch = self.config, self.sampler.epoch
+        if self.run_dir is not None:
+            self.run_dir.check_owned()  # a closed trainer trains no more into the folder
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(epoch)  # a function of the epoch: a resumed run needs nothing more
         self.model.train()
@@ -274,6 +296,7 @@ class Trainer:
         else:
             what = f"the evaluation is not finite ({', '.join(bad_eval)}, {where})"
         kept = "" if self.run_dir is None else "; " + self.run_dir.where_the_last_checkpoint_is()
+        self.close()  # the run cannot go on: a new Trainer (resume=True) continues from the last finite checkpoint
         raise TrainingDiverged(f"{what}: lower --lr or --alpha{kept}")
 
     def state_dict(self) -> dict:
@@ -342,7 +365,8 @@ def prepare_data(config: TrainConfig, data: ImageData | None) -> tuple[ImageData
     fraction of corrupted labels."""
     data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
     data = data.subset(config.train_subset, config.test_subset)
-    check_trainable(data, config.arch, MIN_IMAGE_SIZE.get(config.arch, 1), MAX_IMAGE_SIZE.get(config.arch))
+    check_trainable(data, config.arch, MIN_IMAGE_SIZE.get(config.arch, 1), MAX_IMAGE_SIZE.get(config.arch),
+                    cutout_size=config.cutout_size if config.augment == "cutout" else None)
     noisy = with_label_noise(data, config.label_noise, config.label_noise_type, config.seed)  # test labels stay
     return noisy, realized_rate(data.y_train, noisy.y_train)
 
@@ -424,10 +448,22 @@ def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Pat
         return None if out_dir is None else Path(out_dir) / cfg.method
 
     # `resume` continues the methods that have a checkpoint and starts the others (a method added to a comparison,
-    # or one a kill stopped before its first checkpoint).
-    trainers = [Trainer(cfg, data=data, out_dir=folder(cfg),
-                        resume=resume and folder(cfg) is not None and (folder(cfg) / CHECKPOINT).exists(), **kwargs)
-                for cfg in configs]
+    # or one a kill stopped before its first checkpoint); it replaces those a killed `force` had not reached yet.
+    def resumes(cfg):
+        return resume and folder(cfg) is not None and ((folder(cfg) / CHECKPOINT).exists()
+                                                       or replacement_pending(folder(cfg)))
+
+    trainers = []
+    try:
+        for cfg in configs:
+            trainers.append(Trainer(cfg, data=data, out_dir=folder(cfg), resume=resumes(cfg), **kwargs))
+    except BaseException:
+        for trainer in trainers:  # refused before any training: the folders are given up, unchanged
+            trainer.close()
+        raise
+    for trainer in trainers:
+        if trainer.run_dir is not None:
+            trainer.run_dir.mark_for_replacement()  # each old run goes only at its method's first checkpoint
     results = {}
     for trainer in trainers:
         for row in trainer.epochs():
