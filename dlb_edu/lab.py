@@ -171,6 +171,8 @@ class LiveLab:
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
         self.config, self.every = config, every
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        # A saved record is read and checked before any trainer opens its folder: a damaged one changes no file.
+        record = self._read_record() if resume else None
         self.trainers = {}
         try:
             for m in METHODS:
@@ -221,8 +223,8 @@ class LiveLab:
         self._unread = {m: [] for m in METHODS}        # step values still on the device, read every K steps
         self._prev_probe = {m: None for m in METHODS}
         self._inspectable: dict | None = None
-        if resume and not self._replacing:
-            self._load_record()
+        if record is not None and not self._replacing:
+            self._apply_record(*record)
 
     # -----------------------------------------------------------------------------------------------------------
     # Controls (any thread)
@@ -571,21 +573,17 @@ class LiveLab:
             return  # the old run and its record are still in place: ours is written from DLB's first checkpoint on
         write_json(self.out_dir / RECORD_FILE, {"config": self.config.to_dict(), **self.history()})
 
-    def _load_record(self) -> None:
-        """Continue a saved lab: its record up to where each trainer resumed, and DLB's T and alpha as they were.
-
-        A change recorded at step s was made before step s; the DLB checkpoint holds n steps, so the changes up to
-        step n + 1 were in force when the run stopped, and later ones belong to the part that is trained again.
-        """
+    def _read_record(self) -> tuple[list[Change], dict] | None:
+        """The saved record (``out_dir/lab.json``), checked, or None if there is none; ConfigError naming the file if
+        it is unreadable or of the wrong shape."""
         path = self.out_dir / RECORD_FILE if self.out_dir is not None else None
         if path is None or not path.exists():
-            return
+            return None
         try:
             saved = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise ConfigError(f"{path} is unreadable: delete it (the runs resume with the config's T and alpha)") \
                 from None
-        method, n = self.trainers["dlb"].method, self._steps["dlb"]
         try:
             changes = [Change(**c) for c in saved["changes"]]
             if not all(isinstance(c.step, int) and c.name in ("temperature", "alpha")
@@ -593,20 +591,32 @@ class LiveLab:
                        for c in changes):
                 raise ValueError
             tables = {}
-            for m in METHODS:
-                keep = self._steps[m]
-                for table, keys in (("points", POINT_KEYS), ("steps", STEP_KEYS)):
+            for table, keys in (("points", POINT_KEYS), ("steps", STEP_KEYS)):
+                for m in METHODS:
                     rows = saved.get(table, {}).get(m, {})
-                    positions = [i for i, s in enumerate(rows.get("step", [])) if s <= keep]
-                    tables[table, m] = {k: [rows[k][i] for i in positions] for k in keys}
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                    columns = {k: list(rows.get(k, [])) for k in keys}
+                    if rows and (set(rows) != set(keys) or len({len(v) for v in columns.values()}) != 1):
+                        raise ValueError
+                    tables[table, m] = columns
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise ConfigError(f"{path} is damaged (not the record of a lab): delete it (the runs resume with the "
                               f"config's T and alpha)") from None
+        return changes, tables
+
+    def _apply_record(self, changes: list[Change], tables: dict) -> None:
+        """Continue a saved lab: its record up to where each trainer resumed, and DLB's T and alpha as they were.
+
+        A change recorded at step s was made before step s; the DLB checkpoint holds n steps, so the changes up to
+        step n + 1 were in force when the run stopped, and later ones belong to the part that is trained again.
+        """
+        method, n = self.trainers["dlb"].method, self._steps["dlb"]
         self.changes = [c for c in changes if c.step <= n + 1]
         for change in self.changes:
             setattr(method, change.name, change.new)
-        for (table, m), rows in tables.items():
-            (self.points if table == "points" else self.steps)[m] = rows
+        for (table, m), columns in tables.items():
+            keep = [i for i, step in enumerate(columns["step"]) if step <= self._steps[m]]
+            (self.points if table == "points" else self.steps)[m] = {k: [v[i] for i in keep]
+                                                                      for k, v in columns.items()}
 
 
 class LiveView:

@@ -58,6 +58,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: ImageData | None = None, out_dir: str | Path | None = None,
                  resume: bool = False, force: bool = False, progress: bool = True):
+        check_arguments(config, data, out_dir, resume=resume, force=force, progress=progress)
         self.config = cfg = config.validate()
         self.device = resolve_device(cfg.device)
         self.rank, self.world_size = distributed.rank_and_world_size()
@@ -157,7 +158,13 @@ class Trainer:
                             desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}")
         try:
             for batch in self.sampler:
-                loss = self.train_step(batch, epoch, self.sampler.step - 1)
+                try:
+                    loss = self.train_step(batch, epoch, self.sampler.step - 1)
+                except ValueError as e:
+                    if "Expected more than 1 value per channel" not in str(e):
+                        raise
+                    self.close()  # a setting this data cannot train with: the run goes no further
+                    raise ConfigError(_one_image_batch_norm_text(self, batch)) from None
                 bar.update(1)
                 if on_step is not None:
                     on_step(self, loss)
@@ -360,6 +367,23 @@ class Trainer:
             self.run_dir.save_checkpoint(state)
 
 
+def check_arguments(config, data=None, out_dir=None, **flags) -> None:
+    """The types of the Python API's arguments, as a notebook passes them: one ConfigError line each."""
+    if isinstance(config, dict):
+        raise ConfigError("config must be a TrainConfig, got a dict: pass TrainConfig(**that_dict) or "
+                          "TrainConfig.from_preset('quick', ...)")
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if data is not None and not isinstance(data, ImageData):
+        raise ConfigError(f"data must be an ImageData (from dlb_edu.data.load_dataset) or None, got "
+                          f"{type(data).__name__}")
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise ConfigError(f"out_dir must be a folder path (str or Path) or None, got {type(out_dir).__name__}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def prepare_data(config: TrainConfig, data: ImageData | None) -> tuple[ImageData, float]:
     """The run's data: loaded unless given, cut to the subsets, training labels corrupted as asked; and the realized
     fraction of corrupted labels."""
@@ -393,6 +417,18 @@ def _backend_flags(device: torch.device) -> dict:
     return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
+def _one_image_batch_norm_text(trainer: "Trainer", batch) -> str:
+    """Why a step failed in BatchNorm: a forward call of one image whose feature map has shrunk to 1x1, so there is
+    one value per channel to normalize (the smallest images an architecture takes, a last batch of one image)."""
+    cfg = trainer.config
+    h, w = trainer.x_train.shape[2:]
+    rows = min(getattr(batch, "parts", None) or [len(batch)]) if cfg.forward == "split" else len(batch)
+    return (f"step {trainer.sampler.step} of epoch {trainer.sampler.epoch + 1} forwards {rows} image(s) at once and "
+            f"{cfg.arch}'s BatchNorm sees a 1x1 map on {w}x{h} images: one value per channel cannot be normalized; "
+            f"choose a --batch-size that leaves no batch of one image ({len(trainer.x_train)} training images)"
+            f"{', not --forward split with --batch-size 1' if cfg.forward == 'split' else ''}, or larger images")
 
 
 def _row_slices(parts: list[int]) -> list[slice]:
@@ -436,6 +472,10 @@ def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Pat
     rank 0 only when several processes train). Every run is set up (settings, data, folders) before the first one
     trains, so a bad one is refused before any training. Keyword arguments go to :class:`Trainer`.
     """
+    check_arguments(config, data, out_dir)
+    if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or \
+            not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"methods must be a list of method names such as ['baseline', 'dlb'], got {methods!r}")
     methods = list(methods)
     duplicates = sorted({m for m in methods if methods.count(m) > 1})
     if not methods or duplicates:

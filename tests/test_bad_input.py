@@ -13,6 +13,7 @@ from dlb_edu.data import load_dataset
 from dlb_edu.errors import ConfigError
 from dlb_edu.run_dir import DiskFull, atomic_write
 from dlb_edu.smoke import smoke_mode
+from dlb_edu.train import TrainConfig, Trainer, compare
 
 # 128 of the synthetic images, 2 steps of 64: a run in about a second.
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "128", "--test-subset", "64", "--probe-size", "16",
@@ -392,3 +393,33 @@ def test_nan_loss_stops_with_one_line_naming_the_step(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("dlb_edu: training stopped: the loss became") and "at epoch 1, step " in err
     assert "no checkpoint of this run was written" in err
+
+
+# The Python API as a notebook calls it: a wrong type is one ConfigError line, as the CLI gives.
+API_CONFIG = TrainConfig(dataset="synthetic", epochs=1, device="cpu")
+API_CASES = [
+    ("compare-methods-a-string", lambda: compare(API_CONFIG, methods="dlb"),
+     "methods must be a list of method names such as ['baseline', 'dlb'], got 'dlb'"),
+    ("compare-methods-not-names", lambda: compare(API_CONFIG, methods=["dlb", 3]),
+     "methods must be a list of method names"),
+    ("compare-unknown-method", lambda: compare(API_CONFIG, methods=["dml"]), "method must be one of baseline, dlb"),
+    ("compare-config-a-dict", lambda: compare(API_CONFIG.to_dict()),
+     "config must be a TrainConfig, got a dict: pass TrainConfig(**that_dict)"),
+    ("trainer-config-a-dict", lambda: Trainer(API_CONFIG.to_dict()), "config must be a TrainConfig, got a dict"),
+    ("trainer-config-a-string", lambda: Trainer("quick"), "config must be a TrainConfig, got str"),
+    ("trainer-data-a-name", lambda: Trainer(API_CONFIG, data="synthetic"),
+     "data must be an ImageData (from dlb_edu.data.load_dataset) or None, got str"),
+    ("trainer-out-dir-a-number", lambda: Trainer(API_CONFIG, out_dir=3),
+     "out_dir must be a folder path (str or Path) or None, got int"),
+    ("compare-out-dir-a-list", lambda: compare(API_CONFIG, out_dir=["runs"]), "out_dir must be a folder path"),
+    ("trainer-resume-a-string", lambda: Trainer(API_CONFIG, resume="yes"), "resume must be True or False, got 'yes'"),
+    ("preset-a-number", lambda: TrainConfig.from_preset(3), "unknown preset 3: choose one of"),
+    ("preset-none", lambda: TrainConfig.from_preset(None), "unknown preset None"),
+]
+
+
+@pytest.mark.parametrize("call,expected", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_the_python_api_refuses_a_wrong_type_in_one_line(call, expected):
+    with pytest.raises(ConfigError) as e:
+        call()
+    assert expected in str(e.value) and "\n" not in str(e.value)

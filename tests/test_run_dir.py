@@ -259,3 +259,38 @@ def test_live_lab_force_keeps_the_old_record_until_dlbs_first_checkpoint(tmp_pat
     saved = json.loads((tmp_path / "lab.json").read_text())
     assert [(c["step"], c["new"]) for c in saved["changes"]] == [(1, 0.5)]
     assert not (tmp_path / "dlb" / ".replace.json").exists()
+
+
+@pytest.fixture(scope="module")
+def stopped_lab(tmp_path_factory, synthetic):
+    out = tmp_path_factory.mktemp("stopped_lab")
+    first = lab(synthetic, out)
+    first.pause(at_step=2)
+    first.start()
+    assert first.wait_paused(timeout=120) == 2
+    first.stop(timeout=120)
+    return out
+
+
+@pytest.mark.parametrize("record", [
+    [],                                                                   # a list, not a record
+    {"changes": "alpha 2.5"},
+    {"changes": [{"step": 2}]},                                           # a change without its values
+    {"changes": [{"step": 2, "name": "lr", "old": 0.1, "new": 1.0}]},     # not a knob of the lab
+    {"changes": [{"step": 2, "name": "alpha", "old": 1.0, "new": "2"}]},  # not a number
+    {"changes": [], "points": {"dlb": {"step": [1, 2]}}},                 # a table without its columns
+], ids=["list", "changes-a-string", "change-without-values", "change-of-another-knob", "value-a-string",
+        "points-without-columns"])
+def test_a_lab_record_of_the_wrong_shape_is_refused_naming_it_and_changes_nothing(tmp_path, synthetic, stopped_lab,
+                                                                                   record):
+    out = tmp_path / "lab"
+    shutil.copytree(stopped_lab, out)
+    (out / "lab.json").write_text(json.dumps(record))
+    before = folder_state(out)
+    with pytest.raises(ConfigError) as e:
+        lab(synthetic, out, resume=True)
+    assert str(e.value) == (f"{out / 'lab.json'} is damaged (not the record of a lab): delete it (the runs resume "
+                            f"with the config's T and alpha)")
+    assert folder_state(out) == before
+    (out / "lab.json").unlink()  # as the line says: the runs then resume with the config's T and alpha
+    assert lab(synthetic, out, resume=True).step == 2
