@@ -393,4 +393,5 @@ def test_a_forward_of_one_image_into_a_1x1_batchnorm_is_refused_in_one_line(tmp_
     one_line_error(e, f"forwards {rows} image(s) at once and resnet32's BatchNorm sees a 1x1 map on 4x4 images",
                    "choose a --batch-size that leaves no batch of one image (65 training images)")
     assert ("not --forward split with --batch-size 1" in str(e.value)) is (kwargs.get("forward") == "split")
-    Trainer(dataclasses.replace(cfg, batch_size=13), data=data, out_dir=tmp_path, force=True, progress=False).run()  # 5 x 13
+    good = dataclasses.replace(cfg, batch_size=13)  # 65 = 5 x 13: no batch of one
+    Trainer(good, data=data, out_dir=tmp_path, force=True, progress=False).run()
