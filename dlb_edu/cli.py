@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import typing
 from pathlib import Path
@@ -21,7 +22,17 @@ EXIT_BAD_INPUT = 2
 NOT_ON_THE_COMMAND_LINE = ("method",)  # `train --method` is added by hand; `compare` has --methods instead
 
 
+# What argparse must take for a negative number rather than an option: its own rule knows only -1 and -0.5, so
+# `--weight-decay -1e-4` would be "expected one argument". Scientific notation, inf and nan too (the range checks
+# then say what is wrong with them).
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
+
     def error(self, message):  # argparse prints usage too; we want one line
         raise ConfigError(message)
 

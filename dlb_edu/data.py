@@ -120,6 +120,9 @@ class ImageData:
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> ImageData:
     """Load a data set by name (``cifar10``, ``cifar100``, ``cifar10-mini``, ``synthetic``) or image-folder path."""
     root = Path(root) if root is not None else default_data_dir()
+    if name in ("cifar10-mini", "cifar10", "cifar100") and root.exists() and not root.is_dir():
+        raise DataError(f"the data root {root} is a file, not a folder: pass --data-root (or set DLB_EDU_DATA to) "
+                        f"a folder")
     if name == "cifar10-mini":
         if (root / MINI_FILE).exists():  # a copy in the data root overrides the bundled one (or is refused)
             return load_cifar10_mini(root / MINI_FILE)
@@ -166,7 +169,12 @@ def load_torchvision_cifar(name: str, root: Path, download: bool = False) -> Ima
         if not download:
             raise DataError(f"{name} not found in {root}: run with --download (about 163 MiB), or pass an "
                             f"image-folder path ({missing})")
-        extract_archive(str(fetch(cifar_archive(name), root)), str(root))
+        archive = fetch(cifar_archive(name), root)
+        try:
+            extract_archive(str(archive), str(root))
+        except OSError as e:
+            raise DataError(f"cannot unpack {archive} into {root} ({e.strerror or e}): free some space there (or "
+                            f"pass --data-root elsewhere) and run again") from None
         try:
             train, test = cls(str(root), train=True), cls(str(root), train=False)
         except RuntimeError as e:
@@ -189,15 +197,22 @@ def load_image_folder(path: str | Path) -> ImageData:
         raise DataError(f"image folder {path} does not exist")
     classes = _class_folders(path / "train")
     test_classes = _class_folders(path / "test")
-    if test_classes != classes:
-        raise DataError(f"{path}/test has classes {test_classes[:5]}..., {path}/train has {classes[:5]}...: "
-                        f"they must be the same")
+    for split, other, names, other_names in (("train", "test", classes, test_classes),
+                                             ("test", "train", test_classes, classes)):
+        extra = sorted(set(names) - set(other_names))
+        if extra:
+            raise DataError(f"class {extra[0]!r} is in {path / split} but not in {path / other}: train/ and test/ "
+                            f"need the same class folders")
     check_class_names(classes, str(path / "train"))  # before decoding any image
     arrays, size = {"classes": classes}, None
     for split in ("train", "test"):
         images, labels = [], []
         for label, cls in enumerate(classes):
-            for f in _list_dir(path / split / cls, lambda f: f.suffix.lower() in IMAGE_SUFFIXES):
+            files = _list_dir(path / split / cls, lambda f: f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not files:
+                raise DataError(f"{path / split / cls} holds no images (looked for {', '.join(IMAGE_SUFFIXES)}): "
+                                f"every class needs images in train/ and test/; add some or remove the folder")
+            for f in files:
                 arr = read_image(f)
                 if size is None:
                     size = arr.shape
@@ -226,11 +241,32 @@ def read_image(f: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f) as im:
+                if im.mode in DEEP_MODES:
+                    return _deep_to_rgb(np.asarray(im), im.mode, f)
                 return np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(f"cannot read image {f}: not an image format PIL can decode") from None
     except Exception as e:
         raise DataError(f"cannot read image {f}: {_reason(e)}") from None
+
+
+# Images of more than 8 bits a channel, in PIL's modes: 16-bit greyscale, 32-bit integers, 32-bit floats.
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _deep_to_rgb(a: np.ndarray, mode: str, f: Path) -> np.ndarray:
+    """A greyscale image of more than 8 bits as uint8 RGB, scaled by its type's range (not clipped, which
+    PIL's ``convert`` does): 16-bit integers from [0, 65535], floats from [0, 1]; other values are refused."""
+    a = a.astype(np.float64)
+    top = 1.0 if mode == "F" else 65535.0
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > top:
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        raise DataError(f"cannot read image {f}: a {mode} image with values in [{lo:g}, {hi:g}], outside "
+                        f"[0, {top:g}]: convert it to 8 bits")
+    grey = np.rint(a * (255.0 / top)).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def make_synthetic(num_classes: int = 10, n_train: int = 512, n_test: int = 256, size: int = 32,
@@ -261,9 +297,10 @@ def _class_folders(split_dir: Path) -> list[str]:
 
 
 def _list_dir(folder: Path, keep) -> list[Path]:
-    """The sorted entries of ``folder`` for which ``keep(entry)``; an unreadable folder is a DataError."""
+    """The sorted entries of ``folder`` for which ``keep(entry)``, hidden ones aside (``.ipynb_checkpoints``, macOS's
+    ``._x.png``); an unreadable folder is a DataError."""
     try:
-        return sorted(f for f in folder.iterdir() if keep(f))
+        return sorted(f for f in folder.iterdir() if not f.name.startswith(".") and keep(f))
     except OSError as e:
         raise DataError(f"cannot list {folder}: {e.strerror or _reason(e)}") from None
 
@@ -374,17 +411,23 @@ def check_image_size(data: ImageData, arch: str, min_side: int, max_side: int | 
                         f"classifier expects a fixed feature size): resize the images or choose another --arch")
 
 
-def check_trainable(data: ImageData, arch: str, min_side: int, max_side: int | None = None) -> None:
+def check_trainable(data: ImageData, arch: str, min_side: int, max_side: int | None = None,
+                    cutout_size: int | None = None) -> None:
     """Refuse, before any training, data the network ``arch`` cannot take or cannot learn from.
 
     The data must be a labelled image data set (:func:`check_arrays`, also for an ``ImageData`` built by hand), of a
     size ``arch`` takes (:func:`check_image_size`), and its training images must not all be one solid colour: then
     every channel is constant and there is nothing to learn (a single constant channel is fine, see
-    :attr:`ImageData.std`). Call it on the data actually trained on, after subsetting.
+    :attr:`ImageData.std`). A Cutout patch (``cutout_size``, when Cutout is on) must not be larger than the images:
+    it would blank most of every one. Call it on the data actually trained on, after subsetting.
     """
     check_arrays({"classes": data.classes, "x_train": data.x_train.permute(0, 2, 3, 1), "y_train": data.y_train,
                   "x_test": data.x_test.permute(0, 2, 3, 1), "y_test": data.y_test}, data.name)
     check_image_size(data, arch, min_side, max_side)
+    h, w = data.x_train.shape[2:]
+    if cutout_size is not None and cutout_size > min(h, w):
+        raise DataError(f"{data.name}: cutout_size {cutout_size} is larger than the {w}x{h} images (it would blank "
+                        f"most of every one): choose --cutout-size <= {min(h, w)} (DeVries & Taylor: half the side)")
     if bool(data.stats.constant.all()):
         colour = ", ".join(str(round(v * 255)) for v in data.mean.tolist())
         raise DataError(f"{data.name}: every training image is one solid colour (RGB {colour}): there is nothing "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import sys
 import time
 import urllib.error
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from .errors import DataError
+from .run_dir import DISK_FULL
 
 # Mirrors of torchvision's CIFAR archives, tried after torchvision's own URL, keyed by the archive's file name.
 # Add a mirror only if it serves the byte-identical archive: fetch() rejects any other file by its MD5, so a wrong
@@ -77,7 +79,14 @@ def fetch(archive: Archive, directory: str | Path, *, stall_timeout: float = STA
     Raises :class:`DataError` (one line: download X from Y by hand and put it in DIR) when no URL delivers it.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the data folder {directory} ({e.strerror or e}): pass --data-root (or set "
+                        f"DLB_EDU_DATA to) a folder you can write") from None
+    if not os.access(directory, os.W_OK):
+        raise DataError(f"cannot download into {directory}: the folder is read-only; pass --data-root (or set "
+                        f"DLB_EDU_DATA to) a folder you can write, or put {archive.filename} there by hand")
     target = directory / archive.filename
     if target.is_file():
         if md5sum(target) == archive.md5:
@@ -110,6 +119,9 @@ def _fetch_from(url: str, archive: Archive, part: Path, stall_timeout: float, mi
         try:
             resumed = _get(url, part, stall_timeout, min_rate, grace, progress)
         except (OSError, http.client.HTTPException, ValueError) as e:  # URLError, HTTPError, timeouts, bad URLs
+            if isinstance(e, OSError) and e.errno in DISK_FULL:  # no mirror can help
+                raise DataError(f"the disk is full: cannot write {part} ({os.strerror(e.errno)}); free some space "
+                                f"there, then run again (the partial file is kept and resumed)") from None
             _say(f"{_host(url)} failed: {_reason(e, stall_timeout)}")
             return False
         if md5sum(part) == archive.md5:

@@ -172,11 +172,24 @@ class LiveLab:
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
         self.config, self.every = config, every
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        if self.out_dir is not None and force and (self.out_dir / RECORD_FILE).exists():
-            (self.out_dir / RECORD_FILE).unlink()  # a new run: the old record must not be re-applied later
-        self.trainers = {m: Trainer(replace(config, method=m), data=data, progress=False, resume=resume, force=force,
-                                    out_dir=None if self.out_dir is None else self.out_dir / m) for m in RUNS}
+        # A saved record is read and checked before any trainer opens its folder: a damaged one changes no file.
+        record = self._read_record() if resume else None
+        self.trainers = {}
+        try:
+            for m in RUNS:
+                self.trainers[m] = Trainer(replace(config, method=m), data=data, progress=False, resume=resume,
+                                           force=force, out_dir=None if self.out_dir is None else self.out_dir / m)
+                if self.out_dir is not None:
+                    self.trainers[m].run_dir.owner = "a LiveLab"  # named to a second owner of the folder
+        except BaseException:
+            for trainer in self.trainers.values():
+                trainer.close()
+            raise
         dlb = self.trainers["dlb"]
+        # Replacing an old run (force): its record stays until DLB's first checkpoint replaces its run, and goes then.
+        self._replacing = self.out_dir is not None and dlb.run_dir.replacing
+        if self._replacing:
+            dlb.run_dir.also_replaced.append(self.out_dir / RECORD_FILE)
         self.classes = data.classes
         self.steps_per_epoch = len(dlb.sampler)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -211,8 +224,8 @@ class LiveLab:
         self._unread = {m: [] for m in RUNS}        # step values still on the device, read every K steps
         self._prev_probe = {m: None for m in RUNS}
         self._inspectable: dict | None = None
-        if resume:
-            self._load_record()
+        if record is not None and not self._replacing:
+            self._apply_record(*record)
 
     # -----------------------------------------------------------------------------------------------------------
     # Controls (any thread)
@@ -225,6 +238,9 @@ class LiveLab:
                 raise ConfigError("this lab has already run: make a new LiveLab (resume=True continues a saved one)")
             self.state, self._active = "running", set(RUNS)
             self.version += 1
+        for trainer in self.trainers.values():
+            if trainer.run_dir is not None:  # replacing old runs: killed before a run's first checkpoint, the lab's
+                trainer.run_dir.mark_for_replacement()  # resume replaces it too (built but never started: it does not)
         self._threads = [threading.Thread(target=self._train, args=(m,), name=f"dlb-edu-lab-{m}", daemon=True)
                          for m in RUNS]
         for thread in self._threads:
@@ -421,6 +437,7 @@ class LiveLab:
                 self.error = self.error or e
                 self._stop = True
         finally:
+            trainer.close()  # the run has ended here: its folder may have a new owner (a Trainer, a new LiveLab)
             with self._cond:
                 self._active.discard(name)
                 last = not self._active
@@ -552,32 +569,54 @@ class LiveLab:
     # -----------------------------------------------------------------------------------------------------------
 
     def _save_record(self) -> None:
+        if self._replacing and self.trainers["dlb"].run_dir.replacing:
+            return  # the old run and its record are still in place: ours is written from DLB's first checkpoint on
         write_json(self.out_dir / RECORD_FILE, {"config": self.config.to_dict(), **self.history()})
 
-    def _load_record(self) -> None:
+    def _read_record(self) -> tuple[list[Change], dict] | None:
+        """The saved record (``out_dir/lab.json``), checked, or None if there is none; ConfigError naming the file if
+        it is unreadable or of the wrong shape."""
+        path = self.out_dir / RECORD_FILE if self.out_dir is not None else None
+        if path is None or not path.exists():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ConfigError(f"{path} is unreadable: delete it (the runs resume with the config's T and alpha)") \
+                from None
+        try:
+            changes = [Change(**c) for c in saved["changes"]]
+            if not all(isinstance(c.step, int) and c.name in ("temperature", "alpha")
+                       and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (c.old, c.new))
+                       for c in changes):
+                raise ValueError
+            tables = {}
+            for table, keys in (("points", POINT_KEYS), ("steps", STEP_KEYS)):
+                for m in RUNS:
+                    rows = saved.get(table, {}).get(m, {})
+                    columns = {k: list(rows.get(k, [])) for k in keys}
+                    if rows and (set(rows) != set(keys) or len({len(v) for v in columns.values()}) != 1):
+                        raise ValueError
+                    tables[table, m] = columns
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"{path} is damaged (not the record of a lab): delete it (the runs resume with the "
+                              f"config's T and alpha)") from None
+        return changes, tables
+
+    def _apply_record(self, changes: list[Change], tables: dict) -> None:
         """Continue a saved lab: its record up to where each trainer resumed, and DLB's T and alpha as they were.
 
         A change recorded at step s was made before step s; the DLB checkpoint holds n steps, so the changes up to
         step n + 1 were in force when the run stopped, and later ones belong to the part that is trained again.
         """
-        path = self.out_dir / RECORD_FILE if self.out_dir is not None else None
-        if path is None or not path.exists():
-            return
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise ConfigError(f"{path} is unreadable: delete it (the runs resume with the config's T and alpha)") \
-                from None
         method, n = self.trainers["dlb"].method, self._steps["dlb"]
-        self.changes = [Change(**c) for c in saved["changes"] if c["step"] <= n + 1]
+        self.changes = [c for c in changes if c.step <= n + 1]
         for change in self.changes:
             method.set(**{change.name: change.new})
-        for m in RUNS:
-            keep = self._steps[m]
-            for table, keys in ((self.points, POINT_KEYS), (self.steps, STEP_KEYS)):
-                rows = saved.get("points" if table is self.points else "steps", {}).get(m, {})
-                positions = [i for i, s in enumerate(rows.get("step", [])) if s <= keep]
-                table[m] = {k: [rows[k][i] for i in positions] for k in keys}
+        for (table, m), columns in tables.items():
+            keep = [i for i, step in enumerate(columns["step"]) if step <= self._steps[m]]
+            (self.points if table == "points" else self.steps)[m] = {k: [v[i] for i in keep]
+                                                                      for k, v in columns.items()}
 
 
 class LiveView:

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import os
 
+from .errors import ConfigError
+
 ENV_VAR = "DLB_EDU_SMOKE"
 
 # What a smoke run trains on: TrainConfig overrides.
 SMOKE_CONFIG = dict(train_subset=256, test_subset=128, probe_size=64, epochs=2)
 
 
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
 def smoke_mode() -> bool:
-    """True when ``DLB_EDU_SMOKE`` is set to anything but '' or '0'."""
-    return os.environ.get(ENV_VAR, "") not in ("", "0")
+    """Whether ``DLB_EDU_SMOKE`` is on: 1, true, yes or on (any case); 0, false, no, off, empty or unset is off,
+    and any other value is refused (ConfigError), so that a typo never decides silently."""
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if value not in ON + OFF:
+        raise ConfigError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is neither on (1, true, yes, on) nor off (0, false, no, "
+                          f"off, empty): set one of those")
+    return value in ON
 
 
 def smoke_overrides() -> dict:

@@ -40,7 +40,8 @@ from .methods import build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
 from .projection import Projection, RunCost, check_budget_minutes, duration
-from .run_dir import CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv
+from .run_dir import (CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv,
+                      replacement_pending)
 from .sampling import step_seed
 from .seeds import derive_seed
 from .tensorboard_log import TensorBoardLog
@@ -61,6 +62,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: ImageData | None = None, out_dir: str | Path | None = None,
                  resume: bool = False, force: bool = False, progress: bool = True):
+        check_arguments(config, data, out_dir, resume=resume, force=force, progress=progress)
         self.config = cfg = config.validate()
         self.device = resolve_device(cfg.device)
         self.rank, self.world_size = distributed.rank_and_world_size()
@@ -107,13 +109,33 @@ class Trainer:
         self.stats = EpochStats(0, self.device)
 
         if self.run_dir is not None:
-            state = self.run_dir.open(cfg.to_dict(), resume, force)
-            if state is not None:
-                self.load_state_dict(state)
-                self.run_dir.write_outputs(self.history, self.summary())  # replace any stale ones
+            state = self.run_dir.open(cfg.to_dict(), resume, force)  # this trainer now owns the folder
+            try:
+                if state is not None:
+                    self.load_state_dict(state)  # may refuse: nothing in the folder is written before this
+                self.run_dir.start(cfg.to_dict())
+                if state is not None:
+                    self.run_dir.write_outputs(self.history, self.summary())  # replace any stale ones
+            except BaseException:
+                self.run_dir.close()  # a refused trainer does not keep the folder (a notebook keeps the traceback)
+                raise
         self.tensorboard = None
         if cfg.tensorboard and self.run_dir is not None and self.rank == 0:
             self.tensorboard = TensorBoardLog(self.run_dir.path, self.steps_done)
+
+    def close(self) -> None:
+        """Give up the output folder, so that another Trainer (or LiveLab) may use it. Training to the end does this
+        too, and so does garbage collection; a closed trainer writes nothing more there."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.run_dir is not None:
+            self.run_dir.close()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -----------------------------------------------------------------------------------------------------------
     # The loop
@@ -125,8 +147,9 @@ class Trainer:
             yield self.train_epoch(on_step)
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if self.run_dir is not None:
+        if self.run_dir is not None and not self.run_dir.closed:
             self.run_dir.write_outputs(self.history, self.summary())  # also after a resume of a finished run
+            self.run_dir.close()  # the run is done: the folder may have a new owner
 
     def train_epoch(self, on_step: OnStep | None = None) -> dict:
         """Train the rest of the current epoch; return its history row.
@@ -136,6 +159,8 @@ class Trainer:
         continues from the next step).
         """
         cfg, epoch = self.config, self.sampler.epoch
+        if self.run_dir is not None:
+            self.run_dir.check_owned()  # a closed trainer trains no more into the folder
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(epoch)  # a function of the epoch: a resumed run needs nothing more
         self.model.train()
@@ -144,7 +169,13 @@ class Trainer:
                             desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}")
         try:
             for batch in self.sampler:
-                loss = self.train_step(batch, epoch, self.sampler.step - 1)
+                try:
+                    loss = self.train_step(batch, epoch, self.sampler.step - 1)
+                except ValueError as e:
+                    if "Expected more than 1 value per channel" not in str(e):
+                        raise
+                    self.close()  # a setting this data cannot train with: the run goes no further
+                    raise ConfigError(_one_image_batch_norm_text(self, batch)) from None
                 bar.update(1)
                 if self.tensorboard is not None:
                     self.tensorboard.step(self.steps_done, loss.item())
@@ -292,6 +323,7 @@ class Trainer:
         else:
             what = f"the evaluation is not finite ({', '.join(bad_eval)}, {where})"
         kept = "" if self.run_dir is None else "; " + self.run_dir.where_the_last_checkpoint_is()
+        self.close()  # the run cannot go on: a new Trainer (resume=True) continues from the last finite checkpoint
         raise TrainingDiverged(f"{what}: lower --lr or --alpha{kept}")
 
     def state_dict(self) -> dict:
@@ -356,12 +388,30 @@ class Trainer:
             self.run_dir.save_checkpoint(state)
 
 
+def check_arguments(config, data=None, out_dir=None, **flags) -> None:
+    """The types of the Python API's arguments, as a notebook passes them: one ConfigError line each."""
+    if isinstance(config, dict):
+        raise ConfigError("config must be a TrainConfig, got a dict: pass TrainConfig(**that_dict) or "
+                          "TrainConfig.from_preset('quick', ...)")
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if data is not None and not isinstance(data, ImageData):
+        raise ConfigError(f"data must be an ImageData (from dlb_edu.data.load_dataset) or None, got "
+                          f"{type(data).__name__}")
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise ConfigError(f"out_dir must be a folder path (str or Path) or None, got {type(out_dir).__name__}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def prepare_data(config: TrainConfig, data: ImageData | None) -> tuple[ImageData, float]:
     """The run's data: loaded unless given, cut to the subsets, training labels corrupted as asked; and the realized
     fraction of corrupted labels."""
     data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
     data = data.subset(config.train_subset, config.test_subset)
-    check_trainable(data, config.arch, MIN_IMAGE_SIZE.get(config.arch, 1), MAX_IMAGE_SIZE.get(config.arch))
+    check_trainable(data, config.arch, MIN_IMAGE_SIZE.get(config.arch, 1), MAX_IMAGE_SIZE.get(config.arch),
+                    cutout_size=config.cutout_size if config.augment == "cutout" else None)
     noisy = with_label_noise(data, config.label_noise, config.label_noise_type, config.seed)  # test labels stay
     return noisy, realized_rate(data.y_train, noisy.y_train)
 
@@ -388,6 +438,18 @@ def _backend_flags(device: torch.device) -> dict:
     return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
+def _one_image_batch_norm_text(trainer: "Trainer", batch) -> str:
+    """Why a step failed in BatchNorm: a forward call of one image whose feature map has shrunk to 1x1, so there is
+    one value per channel to normalize (the smallest images an architecture takes, a last batch of one image)."""
+    cfg = trainer.config
+    h, w = trainer.x_train.shape[2:]
+    rows = min(getattr(batch, "parts", None) or [len(batch)]) if cfg.forward == "split" else len(batch)
+    return (f"step {trainer.sampler.step} of epoch {trainer.sampler.epoch + 1} forwards {rows} image(s) at once and "
+            f"{cfg.arch}'s BatchNorm sees a 1x1 map on {w}x{h} images: one value per channel cannot be normalized; "
+            f"choose a --batch-size that leaves no batch of one image ({len(trainer.x_train)} training images)"
+            f"{', not --forward split with --batch-size 1' if cfg.forward == 'split' else ''}, or larger images")
 
 
 def _row_slices(parts: list[int]) -> list[slice]:
@@ -445,8 +507,10 @@ def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=(0,),
     """Every method for every seed (``out_dir/seed_<seed>/<method>``), one run after the other; return
     ``{(method, seed): (history, summary)}``. As :func:`compare`, with the projection over the whole plan and one
     progress bar over all of it."""
-    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
-        raise ConfigError(f"methods must be a list of method names, got {methods!r}")
+    check_arguments(config, data, out_dir)
+    if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or \
+            not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"methods must be a list of method names such as ['baseline', 'dlb'], got {methods!r}")
     methods = list(methods)
     duplicates = sorted({m for m in methods if methods.count(m) > 1})
     if duplicates:  # the one check of duplicates, worded for the CLI's option, which passes its list here
@@ -465,11 +529,23 @@ def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=(0,),
     if rank == 0:
         print(projection.line(), flush=True)
     projection.check_budget(budget_minutes, _cpu_preset_seconds(config, configs, data, budget_minutes, projection))
-    # `resume` continues the runs that have a checkpoint and starts the others (a method added to a comparison, or a
-    # run a kill stopped before its first checkpoint).
-    trainers = [Trainer(cfg, data=data, out_dir=folder,
-                        resume=resume and folder is not None and (folder / CHECKPOINT).exists(), **kwargs)
-                for cfg, folder in zip(configs, folders)]
+
+    # `resume` continues the runs that have a checkpoint and starts the others (a method added to a comparison, or
+    # one a kill stopped before its first checkpoint); it replaces those a killed `force` had not reached yet.
+    def resumes(folder):
+        return resume and folder is not None and ((folder / CHECKPOINT).exists() or replacement_pending(folder))
+
+    trainers = []
+    try:
+        for cfg, folder in zip(configs, folders):
+            trainers.append(Trainer(cfg, data=data, out_dir=folder, resume=resumes(folder), **kwargs))
+    except BaseException:
+        for trainer in trainers:  # refused before any training: the folders are given up, unchanged
+            trainer.close()
+        raise
+    for trainer in trainers:
+        if trainer.run_dir is not None:
+            trainer.run_dir.mark_for_replacement()  # each old run goes only at its method's first checkpoint
     bar = _progress_bar(total=projection.steps, desc="experiment", unit="step", leave=True,
                         disable=not (progress and rank == 0))
     start, results = time.perf_counter(), {}
@@ -551,7 +627,7 @@ def _cpu_preset_seconds(config, configs, data, budget_minutes, projection) -> fl
 def epochs_done(folder: str | Path | None) -> int:
     """The epochs a run folder's history holds (where its resumed run continues), 0 if none."""
     folder = None if folder is None else Path(folder)
-    if folder is None or not (folder / CHECKPOINT).exists() or not (folder / "history.csv").is_file():
+    if folder is None or not (folder / CHECKPOINT).exists() or replacement_pending(folder) or not (folder / "history.csv").is_file():
         return 0
     try:
         return len(read_history_csv(folder / "history.csv"))

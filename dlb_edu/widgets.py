@@ -93,10 +93,26 @@ def index_streams(num_samples: int, batch_size: int, steps: int, seed: int = 0,
             for name, cls in (("plain shuffled sampler", PlainBatchSampler), ("DLBBatchSampler", DLBBatchSampler))}
 
 
+def _bounded(name: str, value, low, high, integer: bool = True):
+    """``value`` if it is a number (an integer if ``integer``) in [low, high], the slider's range; else one
+    ConfigError line giving the bounds (a slider would clamp it silently, or fail with a widget error)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise ConfigError(f"{name} must be {'an integer' if integer else 'a number'} in [{low}, {high}], "
+                          f"got {value!r}")
+    return value
+
+
 class SamplingApp(_App):
     """Heat-maps of the plain and the DLB index streams; sliders for batch size and steps, a carry-over switch."""
 
+    MAX_SAMPLES = 200  # one row of the heat-map each
+
     def __init__(self, num_samples: int = 24, batch_size: int = 4, steps: int = 18, seed: int = 0):
+        _bounded("num_samples", num_samples, 2, self.MAX_SAMPLES)
+        _bounded("batch_size", batch_size, 1, num_samples // 2)  # a DLB batch holds two halves
+        _bounded("steps", steps, 2, 60)
+        _bounded("seed", seed, 0, 2 ** 63 - 1)
         self.num_samples, self.seed = num_samples, seed
         # A heat-map takes about a second to draw: redraw when a slider is released, not while it is dragged.
         self.batch_size = W.IntSlider(value=batch_size, min=1, max=num_samples // 2, description="batch size",
@@ -166,6 +182,8 @@ class ConsistencyApp(_App):
 
     def __init__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
                  classes=None, temperature: float = 3.0, alpha: float = 1.0):
+        _bounded("temperature", temperature, 0.5, 10.0, integer=False)  # the sliders' ranges
+        _bounded("alpha", alpha, 0.0, 3.0, integer=False)
         self.student, self.teacher, self.targets = student_logits, teacher_logits, targets
         self.classes = classes
         self.temperature = _knob_slider("temperature", temperature)
@@ -314,6 +332,8 @@ class LabApp(_App):
 
     def __init__(self, config: TrainConfig | None = None, data: ImageData | None = None, every: int | None = None,
                  out_dir: str | Path | None = None, max_fps: float = 2.0):
+        if every is not None:
+            _bounded("every", every, 1, 200)  # the slider's range
         if LabApp._latest is not None and LabApp._latest.lab is not None:
             LabApp._latest.lab.stop(wait=False)
         LabApp._latest = self

@@ -18,7 +18,7 @@ from dlb_edu.cli import build_parser, config_from_args, flag, one_line
 from dlb_edu.config import TrainConfig
 from dlb_edu.data import make_synthetic
 from dlb_edu.errors import ConfigError
-from dlb_edu.train import Trainer
+from dlb_edu.train import Trainer, compare
 
 SYNTHETIC = make_synthetic(n_train=128, n_test=32, size=16)
 BASE = dict(dataset="synthetic", device="cpu", probe_size=8)
@@ -144,3 +144,41 @@ def test_the_examples_reach_both_outcomes():
     collect()
     assert outcomes == {"accepted", "refused"}
 
+
+
+# The Python API's other arguments, as a notebook may pass them: any value is refused in one line or accepted.
+api_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=6),
+                       st.lists(st.text(max_size=6), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                                  max_size=2))
+
+
+API_PROPERTY = settings(PROPERTY, max_examples=12)  # each accepted example builds a run (or trains a comparison)
+
+
+@API_PROPERTY
+@given(data=st.one_of(st.just(SYNTHETIC), st.just(None), api_values),
+       out_dir=st.one_of(st.just("run"), st.none(), api_values),
+       resume=st.one_of(st.booleans(), api_values), force=st.one_of(st.booleans(), api_values))
+def test_any_trainer_arguments_are_refused_in_one_line_or_build_a_run(tmp_path_factory, data, out_dir, resume, force):
+    if isinstance(out_dir, str) and out_dir:
+        out_dir = tmp_path_factory.mktemp("api") / out_dir  # a fresh folder each example, never the working one
+    elif isinstance(out_dir, str):
+        out_dir = ""  # refused: it would be the current folder
+    cfg = TrainConfig(**BASE, epochs=1, batch_size=32)
+    try:
+        with Trainer(cfg, data=data, out_dir=out_dir, resume=resume, force=force, progress=False) as trainer:
+            assert trainer.data.num_classes == 10
+    except ConfigError as e:
+        refused_in_one_line(e)
+
+
+@API_PROPERTY
+@given(methods=st.one_of(api_values, st.lists(st.sampled_from(["baseline", "dlb", "dml", "", 3]), max_size=3)))
+def test_any_methods_argument_of_compare_is_refused_in_one_line_or_compares(methods):
+    cfg = TrainConfig(**BASE, epochs=1, batch_size=64, train_subset=64, test_subset=32)
+    try:
+        results = compare(cfg, methods=methods, data=SYNTHETIC, progress=False)
+    except ConfigError as e:
+        refused_in_one_line(e)
+    else:
+        assert list(results) == list(methods) and all(len(history) == 1 for history, _ in results.values())

@@ -375,3 +375,24 @@ def test_the_cli_refuses_images_its_network_cannot_take_in_one_line(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and match in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches of one image on the smallest images an architecture takes
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,rows", [
+    (dict(method="baseline", batch_size=64), 1),                  # 65 images: the last batch holds one
+    (dict(method="dlb", forward="split", batch_size=1), 1),       # each half forwarded on its own: one image each
+], ids=["last-batch-of-one", "split-forward-batch-size-1"])
+def test_a_forward_of_one_image_into_a_1x1_batchnorm_is_refused_in_one_line(tmp_path, kwargs, rows):
+    data = image_data(n=65, size=4, classes=2)
+    cfg = TrainConfig(dataset="toy", arch="resnet32", epochs=1, device="cpu", probe_size=8, **kwargs)
+    trainer = Trainer(cfg, data=data, out_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError) as e:
+        trainer.run()
+    one_line_error(e, f"forwards {rows} image(s) at once and resnet32's BatchNorm sees a 1x1 map on 4x4 images",
+                   "choose a --batch-size that leaves no batch of one image (65 training images)")
+    assert ("not --forward split with --batch-size 1" in str(e.value)) is (kwargs.get("forward") == "split")
+    good = dataclasses.replace(cfg, batch_size=13)  # 65 = 5 x 13: no batch of one
+    Trainer(good, data=data, out_dir=tmp_path, force=True, progress=False).run()

@@ -165,3 +165,54 @@ def test_no_checkpoint_with_non_finite_weights_is_ever_written(tmp_path, capsys)
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert state["ranks"][0]["sampler"]["step"] == int(kept.group(1))
     assert all(torch.isfinite(t).all() for t in state["ranks"][0]["stats"]["step_losses"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A comparison forced over an old one, killed between its methods
+# ---------------------------------------------------------------------------------------------------------------
+
+# baseline then DLB, one epoch each: the baseline's 8 steps, then DLB's (checkpoints after each one's step 3 and 6).
+COMPARE = ["compare", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "64", "--test-subset", "64",
+           "--device", "cpu", "--checkpoint-every", "3", "--no-progress"]
+NEW = ("--temperature", "4")
+
+
+def method_states(out) -> dict:
+    return {m: torch.load(Path(out) / m / "checkpoint.pt", weights_only=True) for m in ("baseline", "dlb")}
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """The old comparison (temperature 3), and an uninterrupted one with the new options, in their own folders."""
+    root = tmp_path_factory.mktemp("compared")
+    for name, extra in (("old", ()), ("new", NEW)):
+        proc = cli(root / name, *extra, args=COMPARE)
+        assert proc.returncode == 0, proc.stderr
+    return root
+
+
+@pytest.mark.parametrize("kill,dlb_was_replaced", [
+    (("step", "9"), False),    # DLB's first step: the baseline is replaced and done, DLB's folder holds its old run
+    (("step", "13"), True),    # DLB's fifth step: its first checkpoint (after step 3) has replaced its old run
+], ids=["before-dlb-started", "dlb-mid-epoch"])
+def test_a_killed_compare_force_continues_with_resume_method_by_method(tmp_path, compared, capsys, kill,
+                                                                      dlb_was_replaced):
+    out = tmp_path / "cmp"
+    shutil.copytree(compared / "old", out)
+    old_dlb = (out / "dlb" / "checkpoint.pt").read_bytes()
+    assert cli(out, *NEW, "--force", kill=kill, args=COMPARE).returncode == -signal.SIGKILL
+    baseline_after_kill = (out / "baseline" / "checkpoint.pt").read_bytes()
+    assert method_states(out)["baseline"]["config"]["temperature"] == 4.0  # the baseline's new run is finished
+    assert ((out / "dlb" / "checkpoint.pt").read_bytes() == old_dlb) is not dlb_was_replaced
+    # The old options cannot continue what is now a half-replaced comparison; the new ones continue it.
+    assert "holds a different run" in one_error_line(*in_process(capsys, out, "--resume", args=COMPARE))
+    resumed = cli(out, *NEW, "--resume", args=COMPARE)  # a new process, as the reference ran: same threads
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "baseline" / "checkpoint.pt").read_bytes() == baseline_after_kill  # continued, not retrained
+    assert not (out / "dlb" / ".replace.json").exists()
+    resumed, reference = method_states(out), method_states(compared / "new")
+    for m in ("baseline", "dlb"):
+        assert resumed[m]["config"] == reference[m]["config"]
+        assert_same_weights(resumed[m]["model"], reference[m]["model"])
+        assert len((out / m / "history.csv").read_text().strip().splitlines()) == 2  # header + the one epoch
+        assert json.loads((out / m / "config.json").read_text())["temperature"] == 4.0

@@ -148,6 +148,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(synthetic, tmp_p
     for resume in (False, True):
         trainer = Trainer(tiny(), data=synthetic, out_dir=tmp_path, resume=resume, progress=False)
         assert trainer.sampler.epoch == 0 and trainer.history == []
+        trainer.close()  # one owner at a time: the next one may open the folder
 
 
 def test_batch_larger_than_data_set_is_refused(synthetic):

@@ -221,3 +221,25 @@ def test_training_core_does_not_import_ipywidgets_or_ipython():
 def test_bytes_are_shown_in_binary_units():
     assert [viz.format_bytes(n) for n in (1023, 1024, 1536, 3 * 2 ** 20)] == ["1023 B", "1.0 KiB", "1.5 KiB",
                                                                                "3.0 MiB"]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: widgets.SamplingApp(num_samples=1), "num_samples must be an integer in [2, 200], got 1"),
+    (lambda: widgets.SamplingApp(num_samples=0), "num_samples must be an integer in [2, 200], got 0"),
+    (lambda: widgets.SamplingApp(num_samples=10_000), "num_samples must be an integer in [2, 200], got 10000"),
+    (lambda: widgets.SamplingApp(num_samples=24, batch_size=13), "batch_size must be an integer in [1, 12], got 13"),
+    (lambda: widgets.SamplingApp(batch_size=0), "batch_size must be an integer in [1, 12], got 0"),
+    (lambda: widgets.SamplingApp(steps=1), "steps must be an integer in [2, 60], got 1"),
+    (lambda: widgets.SamplingApp(steps=2.5), "steps must be an integer in [2, 60], got 2.5"),
+    (lambda: widgets.SamplingApp(seed=-1), "seed must be an integer in [0, 9223372036854775807], got -1"),
+    (lambda: widgets.ConsistencyApp(*torch.zeros(3, 2, 4).unbind(0)[:2], torch.zeros(2, dtype=torch.long),
+                                    temperature=0.1), "temperature must be a number in [0.5, 10.0], got 0.1"),
+    (lambda: widgets.ConsistencyApp(*torch.zeros(3, 2, 4).unbind(0)[:2], torch.zeros(2, dtype=torch.long),
+                                    alpha=float("nan")), "alpha must be a number in [0.0, 3.0], got nan"),
+    (lambda: widgets.LabApp(every=0), "every must be an integer in [1, 200], got 0"),
+], ids=["one-sample", "no-sample", "too-many-samples", "batch-beyond-half", "batch-zero", "one-step",
+        "steps-a-float", "seed-negative", "consistency-temperature", "consistency-alpha-nan", "lab-every-zero"])
+def test_apps_refuse_sizes_outside_their_sliders_in_one_line(make, message):
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert str(e.value) == message
