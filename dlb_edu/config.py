@@ -88,8 +88,9 @@ class TrainConfig:
     temperature: float = _opt(3.0, "T of DLB's consistency term (paper: 3)", low=MIN_TEMPERATURE,
                               high=MAX_TEMPERATURE)
     alpha: float = _opt(1.0, "weight of DLB's consistency term (paper: 1)", low=0)
-    forward: str = _opt("joint", "joint: both halves in one forward call; split: two calls, fresh half first, as "
-                                 "the authors (BatchNorm sees each half alone)", choices=FORWARD_MODES)
+    forward: str = _opt("joint", "joint: both halves in one forward call; split: two calls, as the authors (dlb: "
+                                 "fresh half first; cs_kd: anchors, then pairs under no_grad), so BatchNorm sees "
+                                 "each half alone", choices=FORWARD_MODES)
     carry_over: bool = _opt(True, "repeat the last fresh half of an epoch at the start of the next")
     seed: int = _opt(0, "seed of every random stream of the run (seeds.py)", low=0, high=SEED_MAX)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N", resumable=True)
@@ -124,6 +125,11 @@ class TrainConfig:
     # At least 1/2, so that the true class is the virtual teacher's most likely one whatever the number of classes.
     tfkd_correct_prob: float = _opt(0.99, "tf_kd: the virtual teacher's probability of the true class", low=0.5,
                                     high=1)
+    # The authors' KL is nn.KLDivLoss() (a mean over N x K elements) times this (Teacher-free-Knowledge-Distillation,
+    # my_loss_function.py:47); 100 in their ResNet-18 CIFAR-100 config (experiments/base_experiments/base_resnet18/
+    # params.json:11). Before this field our weight was 1 per sample, which is multiplier = K.
+    tfkd_multiplier: float = _opt(100.0, "tf_kd: the authors' multiplier m of the KL term, whose per-sample weight "
+                                         "is m / K (their ResNet-18 CIFAR-100 config: 100)", low=0)
     cskd_temperature: float = _opt(4.0, "cs_kd: T (Yun et al., 2020)", low=MIN_TEMPERATURE, high=MAX_TEMPERATURE)
     cskd_lambda: float = _opt(1.0, "cs_kd: weight of the class-wise consistency term", low=0)
     pskd_alpha_T: float = _opt(0.8, "ps_kd: alpha at the last epoch (Kim et al., 2021)", low=0, high=1)
@@ -166,9 +172,6 @@ class TrainConfig:
         _check_device_name(self.device)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs momentum > 0: pass a momentum or --no-nesterov")
-        if self.method == "cs_kd" and self.forward == "split":
-            raise ConfigError("forward split is not available for cs_kd: its pairs and anchors must share one "
-                              "forward (BatchNorm) call; use forward joint")
         return self
 
     def to_dict(self) -> dict:

@@ -54,12 +54,6 @@ def test_nesterov_needs_momentum():
     assert TrainConfig(momentum=0.0, nesterov=False).momentum == 0.0
 
 
-def test_cs_kd_refuses_the_split_forward():
-    with pytest.raises(ConfigError, match="forward split is not available for cs_kd"):
-        TrainConfig(method="cs_kd", forward="split")
-    assert TrainConfig(method="dlb", forward="split").forward == "split"
-
-
 def test_numbers_are_normalized_so_equal_configs_compare_equal():
     cfg = TrainConfig(lr=1, epochs=np.int64(3), milestones=[0.5], temperature=np.float32(2.0))
     assert (type(cfg.lr), type(cfg.epochs), cfg.milestones, type(cfg.temperature)) == (float, int, (0.5,), float)
