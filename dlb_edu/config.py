@@ -5,7 +5,8 @@ range or choices) and its help text; :meth:`TrainConfig.validate`, called on con
 applies those rules, so a bad value is refused with a one-line :class:`~dlb_edu.errors.ConfigError` naming the field
 before any data is loaded or any file is written. The command line (``cli.py``) is generated from the same fields.
 
-The presets are the authors' recipe (Shen et al., CVPR 2022, Sec. 4.1) and a short one for CPUs.
+The presets are the authors' recipe (Shen et al., CVPR 2022, Sec. 4.1), a short one for CPUs, and CS-KD's and PS-KD's
+own recipes.
 """
 from __future__ import annotations
 
@@ -49,6 +50,18 @@ PRESETS = {
     "cpu": dict(arch="small_cnn", epochs=16, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
                 weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
                 forward="split", precision="auto"),
+    # Two rivals' own recipes, where our fields express them: optimizer, schedule, batch and step as in their code, on
+    # DLB's network (their CIFAR ResNet-18s are not in models.py). README, "The rival methods' own recipes", cites
+    # each value. CS-KD's drops take effect one epoch after 50% and 75% (alinlab/cs-kd sets the lr after each epoch,
+    # train.py:216-231): 0.505 and 0.755 of 200 epochs are epochs 101 and 151. PS-KD's B = 128 is over all GPUs
+    # (main.py:62, 238): with N processes pass --batch-size 128/N. Tf-KD's schedule (x0.2 at 60/120/160 after a
+    # one-epoch warm-up) is not expressible here, and label smoothing has no authors' CIFAR code.
+    "cs_kd_authors": dict(method="cs_kd", arch="resnet32", epochs=200, batch_size=128, lr=0.1, momentum=0.9,
+                          nesterov=False, weight_decay=1e-4, milestones=(0.505, 0.755), cskd_temperature=4.0,
+                          cskd_lambda=1.0, forward="split", precision="fp32"),
+    "ps_kd_authors": dict(method="ps_kd", arch="resnet32", epochs=300, batch_size=128, lr=0.1, momentum=0.9,
+                          nesterov=True, weight_decay=5e-4, milestones=(0.5, 0.75), pskd_alpha_T=0.8,
+                          forward="joint", precision="fp32"),
 }
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the weights and losses are float32: no setting may exceed it

@@ -310,6 +310,48 @@ def test_resume_mid_epoch_gives_bitwise_identical_weights(tiny, tmp_path, option
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The rivals' own recipes (presets)
+# ---------------------------------------------------------------------------------------------------------------
+
+def cs_kd_authors_lr(epochs=200, lr=0.1):
+    """The lr of each epoch in alinlab/cs-kd's loop (train.py:216-231): set *after* each epoch from its index."""
+    lrs, current = [], lr
+    for epoch in range(epochs):
+        lrs.append(current)  # train(epoch) runs at the lr the previous adjust_learning_rate set
+        current = lr / 10 if epoch >= 0.5 * epochs else lr
+        current = current / 10 if epoch >= 0.75 * epochs else current
+    return lrs
+
+
+def ps_kd_authors_lr(epochs=300, lr=0.1, schedule=(150, 225), rate=0.1):
+    """The lr of each epoch in lgcnsai/PS-KD-Pytorch's loop (main.py:105-112, 315): set before each epoch."""
+    lrs = []
+    for epoch in range(epochs):
+        current = lr
+        for milestone in schedule:
+            current *= rate if epoch >= milestone else 1.
+        lrs.append(current)
+    return lrs
+
+
+@pytest.mark.parametrize("preset,authors_lr", [("cs_kd_authors", cs_kd_authors_lr), ("ps_kd_authors", ps_kd_authors_lr)])
+def test_authors_presets_follow_their_learning_rate_schedule_epoch_by_epoch(preset, authors_lr):
+    cfg = TrainConfig.from_preset(preset)
+    ours = [cfg.lr_at(e) for e in range(cfg.epochs)]
+    assert ours == pytest.approx(authors_lr(), rel=1e-12)
+    assert cfg.method == preset.removesuffix("_authors")
+
+
+def test_authors_presets_take_their_optimizer_batch_and_step():
+    cs, ps = TrainConfig.from_preset("cs_kd_authors"), TrainConfig.from_preset("ps_kd_authors")
+    assert (cs.lr, cs.nesterov, cs.weight_decay, cs.batch_size, cs.epochs, cs.forward) == (0.1, False, 1e-4, 128, 200,
+                                                                                           "split")
+    assert (cs.cskd_temperature, cs.cskd_lambda) == (4.0, 1.0)
+    assert (ps.lr, ps.nesterov, ps.weight_decay, ps.batch_size, ps.epochs, ps.pskd_alpha_T) == (0.1, True, 5e-4, 128,
+                                                                                                300, 0.8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 
