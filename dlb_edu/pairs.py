@@ -5,7 +5,7 @@ toward the (detached) prediction on another sample ``x'`` of the same class. The
 as the authors' ``PairBatchSampler`` does (github:alinlab/cs-kd, ``datasets.py:9-37``): each batch holds ``B``
 *anchors*, each index once per epoch as in the baseline, then, for each anchor, a partner drawn uniformly from the
 training samples that carry the same (possibly noisy) label, the whole class, so the anchor itself with probability
-1 / (class size), as their ``random.choice(classwise_indices[y])``. That is 1 in 5,000 on CIFAR-10 and 1 in 400 on
+1 / (class size), as their ``random.choice(classwise_indices[y])``. That is 1 in 5,000 on CIFAR-10 and about 1 in 400 on
 ``cifar10-mini``; the self-pair is then the same image under another crop.
 
 A :class:`ClassPairBatch` lists the anchors first, then the partners, in the authors' order

@@ -76,5 +76,6 @@ def test_only_fields_that_change_nothing_computed_may_change_on_resume():
 
 
 def test_unknown_preset_is_refused():
-    with pytest.raises(ConfigError, match="unknown preset 'huge': choose one of paper, quick, cpu, cs_kd_authors, ps_kd_authors"):
+    with pytest.raises(ConfigError, match="unknown preset 'huge': choose one of paper, quick, cpu, cs_kd_authors, "
+                                          "ps_kd_authors"):
         TrainConfig.from_preset("huge")

@@ -334,7 +334,8 @@ def ps_kd_authors_lr(epochs=300, lr=0.1, schedule=(150, 225), rate=0.1):
     return lrs
 
 
-@pytest.mark.parametrize("preset,authors_lr", [("cs_kd_authors", cs_kd_authors_lr), ("ps_kd_authors", ps_kd_authors_lr)])
+@pytest.mark.parametrize("preset,authors_lr", [("cs_kd_authors", cs_kd_authors_lr),
+                                               ("ps_kd_authors", ps_kd_authors_lr)])
 def test_authors_presets_follow_their_learning_rate_schedule_epoch_by_epoch(preset, authors_lr):
     cfg = TrainConfig.from_preset(preset)
     ours = [cfg.lr_at(e) for e in range(cfg.epochs)]
