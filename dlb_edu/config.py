@@ -11,7 +11,8 @@ This module is the ground floor of the package: it imports nothing of ours but `
 fields choose from (methods, augmentations, label noise); ``ARCHS`` is the registry of networks that ``models``
 fills when the package is imported.
 
-The presets are the authors' recipe (Shen et al., CVPR 2022, Sec. 4.1) and a short one for CPUs.
+The presets are the authors' recipe (Shen et al., CVPR 2022, Sec. 4.1), a short one for CPUs, and CS-KD's and PS-KD's
+own recipes.
 """
 from __future__ import annotations
 
@@ -58,6 +59,18 @@ PRESETS = {
     "cpu": dict(arch="small_cnn", epochs=16, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
                 weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
                 forward="split", precision="auto"),
+    # Two rivals' own recipes, where our fields express them: optimizer, schedule, batch and step as in their code, on
+    # DLB's network (their CIFAR ResNet-18s are not in models.py). README, "The rival methods' own recipes", cites
+    # each value. CS-KD's drops take effect one epoch after 50% and 75% (alinlab/cs-kd sets the lr after each epoch,
+    # train.py:216-231): 0.505 and 0.755 of 200 epochs are epochs 101 and 151. PS-KD's B = 128 is over all GPUs
+    # (main.py:62, 238): with N processes pass --batch-size 128/N. Tf-KD's schedule (x0.2 at 60/120/160 after a
+    # one-epoch warm-up) is not expressible here, and label smoothing has no authors' CIFAR code.
+    "cs_kd_authors": dict(method="cs_kd", arch="resnet32", epochs=200, batch_size=128, lr=0.1, momentum=0.9,
+                          nesterov=False, weight_decay=1e-4, milestones=(0.505, 0.755), cskd_temperature=4.0,
+                          cskd_lambda=1.0, forward="split", precision="fp32"),
+    "ps_kd_authors": dict(method="ps_kd", arch="resnet32", epochs=300, batch_size=128, lr=0.1, momentum=0.9,
+                          nesterov=True, weight_decay=5e-4, milestones=(0.5, 0.75), pskd_alpha_T=0.8,
+                          forward="joint", precision="fp32"),
 }
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the weights and losses are float32: no setting may exceed it
@@ -99,8 +112,9 @@ class TrainConfig:
     temperature: float = _opt(3.0, "T of DLB's consistency term (paper: 3)", low=MIN_TEMPERATURE,
                               high=MAX_TEMPERATURE)
     alpha: float = _opt(1.0, "weight of DLB's consistency term (paper: 1)", low=0)
-    forward: str = _opt("joint", "joint: both halves in one forward call; split: two calls, fresh half first, as "
-                                 "the authors (BatchNorm sees each half alone)", choices=FORWARD_MODES)
+    forward: str = _opt("joint", "joint: both halves in one forward call; split: two calls, as the authors (dlb: "
+                                 "fresh half first; cs_kd: anchors, then pairs under no_grad), so BatchNorm sees "
+                                 "each half alone", choices=FORWARD_MODES)
     carry_over: bool = _opt(True, "repeat the last fresh half of an epoch at the start of the next")
     seed: int = _opt(0, "seed of every random stream of the run (seeds.py)", low=0, high=SEED_MAX)
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N", resumable=True)
@@ -136,6 +150,11 @@ class TrainConfig:
     # At least 1/2, so that the true class is the virtual teacher's most likely one whatever the number of classes.
     tfkd_correct_prob: float = _opt(0.99, "tf_kd: the virtual teacher's probability of the true class", low=0.5,
                                     high=1)
+    # The authors' KL is nn.KLDivLoss() (a mean over N x K elements) times this (Teacher-free-Knowledge-Distillation,
+    # my_loss_function.py:47); 100 in their ResNet-18 CIFAR-100 config (experiments/base_experiments/base_resnet18/
+    # params.json:11). Before this field our weight was 1 per sample, which is multiplier = K.
+    tfkd_multiplier: float = _opt(100.0, "tf_kd: the authors' multiplier m of the KL term, whose per-sample weight "
+                                         "is m / K (their ResNet-18 CIFAR-100 config: 100)", low=0)
     cskd_temperature: float = _opt(4.0, "cs_kd: T (Yun et al., 2020)", low=MIN_TEMPERATURE, high=MAX_TEMPERATURE)
     cskd_lambda: float = _opt(1.0, "cs_kd: weight of the class-wise consistency term", low=0)
     pskd_alpha_T: float = _opt(0.8, "ps_kd: alpha at the last epoch (Kim et al., 2021)", low=0, high=1)
@@ -178,9 +197,6 @@ class TrainConfig:
         _check_device_name(self.device)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs momentum > 0: pass a momentum or --no-nesterov")
-        if self.method == "cs_kd" and self.forward == "split":
-            raise ConfigError("forward split is not available for cs_kd: its pairs and anchors must share one "
-                              "forward (BatchNorm) call; use forward joint")
         return self
 
     def to_dict(self) -> dict:

@@ -63,9 +63,6 @@ def check_supported(config, world_size: int) -> None:
     """The settings that one process supports and several do not."""
     if world_size == 1:
         return
-    if config.method == "ps_kd":
-        raise ConfigError("ps_kd is not supported with several processes (each would hold only its own samples' "
-                          "predictions): train it in one process")
     if config.forward == "split":
         raise ConfigError("forward split is not supported with several processes (DDP needs one forward per "
                           "backward): use --forward joint")
@@ -95,6 +92,21 @@ def any_process(flag: bool, device) -> bool:
     t = torch.tensor(float(flag), device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every process's ``t`` stacked along the first dimension, in rank order (``t`` itself in one process).
+
+    A collective on tensors (on the training device: NCCL takes GPU tensors only); every process passes the same
+    shape, as the ranks' batches of one step have (equal shares of the epoch, one batch size).
+    """
+    dist = _dist()
+    if dist is None:
+        return t
+    t = t.contiguous()
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t)
+    return torch.cat(out)
 
 
 def gather(obj) -> list:

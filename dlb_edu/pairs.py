@@ -1,14 +1,17 @@
-"""CS-KD's batches: every sample comes with a random other sample of its class.
+"""CS-KD's batches: every sample comes with a random sample of its class.
 
-Class-wise self-knowledge distillation (Yun et al., CVPR 2020) pulls the prediction on a sample ``x``
-toward the (detached) prediction on another sample ``x'`` of the same class. The batch sampler supplies the pairs:
-each batch holds ``B`` *anchors*, each index once per epoch as in the baseline, plus, for each anchor, a partner drawn
-uniformly from the *other* training samples that carry the same (possibly noisy) label. The authors' sampler may draw
-the anchor itself (``random.choice`` over the whole class); we exclude it, unless the class has one sample only.
+Class-wise self-knowledge distillation (Yun et al., CVPR 2020, Sec. 3) pulls the prediction on a sample ``x``
+toward the (detached) prediction on another sample ``x'`` of the same class. The batch sampler supplies the pairs
+as the authors' ``PairBatchSampler`` does (github:alinlab/cs-kd, ``datasets.py:9-37``): each batch holds ``B``
+*anchors*, each index once per epoch as in the baseline, then, for each anchor, a partner drawn uniformly from the
+training samples that carry the same (possibly noisy) label, the whole class, so the anchor itself with probability
+1 / (class size), as their ``random.choice(classwise_indices[y])``. That is 1 in 5,000 on CIFAR-10 and about 1 in 400 on
+``cifar10-mini``; the self-pair is then the same image under another crop.
 
-A :class:`ClassPairBatch` lists the partners first, then the anchors; only the anchors count for the training
-accuracy, and both halves go through one forward call (``forward="split"`` is refused for CS-KD: it would normalize
-pairs and anchors with separate BatchNorm statistics). The partners of a batch are a function of
+A :class:`ClassPairBatch` lists the anchors first, then the partners, in the authors' order
+(``yield batch_indices + pair_indices``); only the anchors count for the training accuracy. With ``forward="split"``
+the trainer forwards them as the authors' ``train.py:131-137`` do, anchors first, then the pairs in a second call
+under ``no_grad`` (:meth:`~dlb_edu.methods.CSKD.forward_calls`). The partners of a batch are a function of
 ``(seed, epoch, step)``, so resuming needs nothing beyond the sampler's position.
 """
 from __future__ import annotations
@@ -25,62 +28,65 @@ _PAIR_STREAM = 17  # the pairs' coordinate under the step's seed: a stream apart
 
 
 class ClassPairBatch(list):
-    """``pairs`` (one per anchor, same class) first, then the ``anchors``: a list of data set indices."""
+    """The ``anchors`` first, then their ``pairs`` (one per anchor, same class): a list of data set indices."""
     mirror_mix = True  # read by augment.Augmenter: pair i is mixed exactly like anchor i
 
-    def __init__(self, pairs: list[int], anchors: list[int]):
+    def __init__(self, anchors: list[int], pairs: list[int]):
         if len(pairs) != len(anchors):
-            raise ConfigError(f"a class-pair batch needs one pair per anchor, got {len(pairs)} and {len(anchors)}")
-        super().__init__(pairs + anchors)
-        self.num_pairs = len(pairs)
-
-    @property
-    def pairs(self) -> list[int]:
-        return self[: self.num_pairs]
+            raise ConfigError(f"a class-pair batch needs one pair per anchor, got {len(anchors)} anchors and "
+                              f"{len(pairs)} pairs")
+        super().__init__(anchors + pairs)
+        self.num_anchors = len(anchors)
 
     @property
     def anchors(self) -> list[int]:
-        return self[self.num_pairs:]
+        return self[: self.num_anchors]
+
+    @property
+    def pairs(self) -> list[int]:
+        return self[self.num_anchors:]
+
+    @property
+    def anchor_rows(self) -> slice:
+        return slice(0, self.num_anchors)
+
+    @property
+    def pair_rows(self) -> slice:
+        return slice(self.num_anchors, len(self))
 
     @property
     def parts(self) -> list[int]:
-        """Row counts of the pairs and the anchors (augment.py mixes them alike)."""
-        return [self.num_pairs, self.num_pairs]
+        """Row counts of the anchors and the pairs (augment.py mixes them alike)."""
+        return [self.num_anchors, self.num_anchors]
 
     @property
     def scored(self) -> slice:
         """The rows whose predictions count for the training accuracy: the anchors."""
-        return slice(self.num_pairs, len(self))
+        return self.anchor_rows
 
 
 class ClassPairBatchSampler(DLBBatchSampler):
-    """The baseline's fresh chunks as anchors, each with a random other sample of its class (``labels[i]``)."""
+    """The baseline's fresh chunks as anchors, each with a random sample of its class (``labels[i]``)."""
 
     def __init__(self, num_samples: int, batch_size: int, *, labels: torch.Tensor, **kwargs):
         super().__init__(num_samples, batch_size, **kwargs)
         labels = torch.as_tensor(labels).cpu().long()
         if labels.shape != (num_samples,):
             raise ConfigError(f"labels must have one entry per sample ({num_samples}), got shape {tuple(labels.shape)}")
-        # Indices sorted by class; sample i sits at position pos[i] of its class's block, which starts at start[c].
+        # Indices sorted by class; class c's block of that order starts at class_start[c] and has class_count[c].
         self.by_class = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels)
-        starts = torch.cumsum(counts, 0) - counts
-        self.labels, self.class_start, self.class_count = labels, starts, counts
-        self.pos = torch.empty(num_samples, dtype=torch.long)
-        self.pos[self.by_class] = torch.arange(num_samples) - starts[labels[self.by_class]]
+        self.labels, self.class_start, self.class_count = labels, torch.cumsum(counts, 0) - counts, counts
 
     def partners(self, anchors: list[int], epoch: int, step: int) -> list[int]:
-        """One uniformly drawn other sample of the same class per anchor (the anchor itself if it is alone)."""
+        """One sample per anchor, drawn uniformly from the anchor's class (the anchor included, as the authors')."""
         g = torch.Generator().manual_seed(derive_seed(step_seed(self.seed, epoch, step), _PAIR_STREAM))
-        a = torch.as_tensor(anchors, dtype=torch.long)
-        c = self.labels[a]
-        others = (self.class_count[c] - 1).clamp_min(1)
-        j = (torch.rand(len(a), generator=g) * others).long().clamp_max(others - 1)  # uniform in [0, others)
-        # Skip the anchor's own position: positions >= its own move up by one (unless it is alone in its class).
-        j = j + ((j >= self.pos[a]) & (self.class_count[c] > 1)).long()
+        c = self.labels[torch.as_tensor(anchors, dtype=torch.long)]
+        n = self.class_count[c]
+        j = (torch.rand(len(c), generator=g, dtype=torch.float64) * n).long().clamp_max(n - 1)  # uniform in [0, n)
         return self.by_class[self.class_start[c] + j].tolist()
 
     def __iter__(self) -> Iterator[ClassPairBatch]:
         for batch in super().__iter__():
             # The parent has just set (epoch, step) to this batch's position: the pairs are drawn from it.
-            yield ClassPairBatch(self.partners(batch.fresh, self.epoch, self.step - 1), batch.fresh)
+            yield ClassPairBatch(batch.fresh, self.partners(batch.fresh, self.epoch, self.step - 1))

@@ -6,7 +6,8 @@ it (``joint``: both halves in one call; ``split``: each half in its own call, fr
 authors' code, so BatchNorm normalizes each half with its own statistics), compute :func:`~dlb_edu.losses.dlb_loss`
 against the cached logits of the repeated half, step, and cache the detached logits of the fresh half. The baseline
 is the same loop with plain batches and plain cross-entropy; the other methods (label smoothing, Tf-KD, CS-KD,
-PS-KD) are the same loop with their own loss object and batch sampler from :mod:`~dlb_edu.methods`.
+PS-KD) are the same loop with their own loss object, batch sampler and forward calls from :mod:`~dlb_edu.methods`
+(CS-KD's ``split``: the anchors, then their class pairs under ``no_grad``, as its authors' code).
 
 Everything random in a step comes from a generator seeded by ``(seed, epoch, step)`` (:mod:`~dlb_edu.seeds`), the
 learning rate is a function of the epoch, and a checkpoint holds everything else that changes (model, optimizer,
@@ -215,20 +216,19 @@ class Trainer:
         x = x.contiguous(memory_format=self.memory_format)
         y = self.y_train[idx]
         with self._autocast():
-            if self.config.forward == "split":
-                # The authors' step: each half in its own call, the fresh half first, so BatchNorm normalizes each
-                # half with its own statistics and updates its running averages twice, fresh half first.
-                rows = _row_slices(batch.parts)
-                logits = {i: self.net(x[rows[i]]) for i in reversed(range(len(rows)))}
-                logits = torch.cat([logits[i] for i in range(len(rows))])
-            else:
-                logits = self.net(x)
-        loss, ce, consistency = self.method.loss(logits, y, batch, epoch, mix)  # DLB's loss, or a rival's
+            # One call, or the authors' split, as the method says (DLB: the fresh half, then the repeated half;
+            # CS-KD: the anchors, then the pairs under no_grad): BatchNorm normalizes each call's rows alone.
+            out = []
+            for rows, with_grad in self.method.forward_calls(batch, self.config.forward):
+                with torch.set_grad_enabled(with_grad):
+                    out.append((rows.start, self.net(x[rows])))
+            logits = out[0][1] if len(out) == 1 else torch.cat([o for _, o in sorted(out, key=lambda o: o[0])])
+        loss, ce, consistency = self.method.loss(logits, y, batch, epoch, mix, idx)  # DLB's loss, or a rival's
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # the identity unless fp16
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.method.after_step(batch, logits)  # DLB caches the fresh half's logits, PS-KD stores the predictions
+        self.method.after_step(batch, logits, idx)  # DLB caches the fresh half's logits, PS-KD stores predictions
         scored_logits, scored_y = logits[batch.scored], y[batch.scored]  # DLB: the fresh half; CS-KD: the anchors
         self.stats.add(loss, ce, consistency, (scored_logits.argmax(1) == scored_y).sum(), len(scored_y))
         return loss.detach()
@@ -450,12 +450,6 @@ def _one_image_batch_norm_text(trainer: "Trainer", batch) -> str:
             f"{cfg.arch}'s BatchNorm sees a 1x1 map on {w}x{h} images: one value per channel cannot be normalized; "
             f"choose a --batch-size that leaves no batch of one image ({len(trainer.x_train)} training images)"
             f"{', not --forward split with --batch-size 1' if cfg.forward == 'split' else ''}, or larger images")
-
-
-def _row_slices(parts: list[int]) -> list[slice]:
-    """Consecutive row ranges of the given lengths."""
-    starts = [sum(parts[:i]) for i in range(len(parts))]
-    return [slice(s, s + n) for s, n in zip(starts, parts)]
 
 
 def _classes_text(classes) -> str:

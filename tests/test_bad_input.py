@@ -185,8 +185,6 @@ CASES = [
     ("unknown-forward", ["train", *FAST, "--forward", "both"], "forward must be one of joint, split"),
     ("unknown-device", ["train", *FAST, "--device", "tpu"], "device must be auto, cpu or cuda"),
     ("unknown-command", ["fly"], "invalid choice: 'fly'"),
-    ("cs-kd-with-split-forward", ["train", *FAST, "--method", "cs_kd", "--forward", "split"],
-     "forward split is not available for cs_kd"),
     ("compare-a-method-twice", ["compare", *FAST, "--methods", "baseline,baseline"],
      "--methods names baseline more than once"),
     # Data

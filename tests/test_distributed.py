@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo): per-rank DLB overlap, disjoint fresh samples, rank-0 outputs, resume."""
+"""torchrun with 2 CPU processes (gloo): per-rank DLB overlap, disjoint fresh samples, rank-0 outputs, resume; PS-KD's
+shared prediction table."""
 import json
 import os
 import subprocess
@@ -59,3 +60,21 @@ def test_rank_zero_writes_outputs_and_resume_matches_an_uninterrupted_run(tmp_pa
     resumed = torch.load(part / "checkpoint.pt", weights_only=True)
     for name, tensor in state["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
+
+
+def test_ps_kd_ranks_share_one_table_and_resume_mid_epoch_to_the_bit(tmp_path):
+    # The authors all-gather every step's predictions and indices (PS-KD-Pytorch, main.py:435-442, 462-465).
+    torchrun(str(HERE / "ddp_resume_probe.py"), "ps_kd", str(tmp_path))
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    tables = [r["method"]["predictions"] for r in full["ranks"]]
+    assert torch.equal(tables[0], tables[1])  # each rank wrote the other's rows too
+    # Every sample was trained in the last epoch by one rank or the other: no row is still its one-hot start.
+    assert (tables[0].max(1).values < 1).all() and torch.allclose(tables[0].sum(1), torch.ones(512))
+    fresh = [set(r["sampler"]["last_fresh"]) for r in full["ranks"]]
+    assert not fresh[0] & fresh[1]
+    for name, tensor in full["model"].items():
+        assert torch.equal(part["model"][name], tensor), name
+    for ours, theirs in zip(part["ranks"], full["ranks"]):
+        assert torch.equal(ours["method"]["predictions"], theirs["method"]["predictions"])
+    assert [r["test_acc"] for r in part["history"]] == [r["test_acc"] for r in full["history"]]
