@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import distributed, metrics
 from .augment import Augmenter
-from .config import TrainConfig, resolve_device, resolve_precision
+from .config import PRESETS, TrainConfig, resolve_device, resolve_precision
 from .data import ImageData, check_trainable, load_dataset, normalize, random_crop_flip
 from .epoch_stats import EpochStats
 from .errors import ConfigError, TrainingDiverged
@@ -489,6 +489,7 @@ def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Pat
     folders) before the first one trains, so a bad one is refused before any training. With ``resume=True`` the
     methods that have a checkpoint continue and the others start. Keyword arguments go to :class:`Trainer`.
     """
+    check_arguments(config, data, out_dir)
     results = run_experiment(config, methods, [config.seed], out_dir, data, on_epoch, budget_minutes,
                              _layout=lambda out, seed, method: out / method, **kwargs)
     return {method: result for (method, _), result in results.items()}
@@ -571,7 +572,12 @@ def measure_costs(config: TrainConfig, data: ImageData, steps: int = 4, warmup: 
                               probe_size=min(config.probe_size, n), compile=False, tensorboard=False)
     trainer = Trainer(cfg, data=small, progress=False)
     sync = (lambda: torch.cuda.synchronize(trainer.device)) if trainer.device.type == "cuda" else (lambda: None)
-    batches = iter(trainer.sampler)
+
+    def endless():  # a small data set has fewer batches than the measurement needs: on into the next epochs
+        while True:
+            yield from trainer.sampler
+
+    batches = endless()
     for i in range(warmup + steps):
         if i == warmup:
             sync()

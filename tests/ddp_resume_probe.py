@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from dlb_edu import distributed
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.config import TrainConfig
+from dlb_edu.train import Trainer
 from resume_checks import interrupted_then_resumed
 
 

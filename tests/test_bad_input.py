@@ -13,7 +13,8 @@ from dlb_edu.data import load_dataset
 from dlb_edu.errors import ConfigError
 from dlb_edu.run_dir import DiskFull, atomic_write
 from dlb_edu.smoke import smoke_mode
-from dlb_edu.train import TrainConfig, Trainer, compare
+from dlb_edu.config import TrainConfig
+from dlb_edu.train import Trainer, compare
 
 # 128 of the synthetic images, 2 steps of 64: a run in about a second.
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "128", "--test-subset", "64", "--probe-size", "16",

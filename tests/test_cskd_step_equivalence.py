@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from dlb_edu import models
 from dlb_edu.data import make_synthetic
-from dlb_edu.train import TrainConfig, Trainer
+from dlb_edu.config import TrainConfig
+from dlb_edu.train import Trainer
 
 
 class TinyNet64(nn.Module):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dlb_edu.data import make_synthetic
-from dlb_edu.methods import METHODS
+from dlb_edu.config import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
