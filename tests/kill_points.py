@@ -34,7 +34,8 @@ if mode in ("step", "pause"):
     real_step = train.Trainer.train_step
 
     def train_step(self, *args):
-        if nth_call():
+        # Only a run's own steps count: compare's projection times a few steps on throwaway trainers (no folder) first.
+        if self.run_dir is not None and nth_call():
             if mode == "step":
                 die()
             print("paused", flush=True)
