@@ -57,7 +57,7 @@ import torch  # noqa: E402
 
 from dlb_edu.config import TrainConfig  # noqa: E402
 from dlb_edu.data import ImageData, load_image_folder, make_synthetic  # noqa: E402
-from dlb_edu.methods import METHODS  # noqa: E402
+from dlb_edu.config import METHODS  # noqa: E402
 from dlb_edu.run_dir import write_json  # noqa: E402
 from dlb_edu.train import Trainer, git_revision  # noqa: E402
 
