@@ -489,19 +489,18 @@ def compare(config: TrainConfig, methods=("baseline", "dlb"), out_dir: str | Pat
     folders) before the first one trains, so a bad one is refused before any training. With ``resume=True`` the
     methods that have a checkpoint continue and the others start. Keyword arguments go to :class:`Trainer`.
     """
-    check_arguments(config, data, out_dir)
-    results = run_experiment(config, methods, [config.seed], out_dir, data, on_epoch, budget_minutes,
+    results = run_experiment(config, methods, None, out_dir, data, on_epoch, budget_minutes,
                              _layout=lambda out, seed, method: out / method, **kwargs)
     return {method: result for (method, _), result in results.items()}
 
 
-def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=(0,), out_dir: str | Path | None = None,
+def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=None, out_dir: str | Path | None = None,
                    data: ImageData | None = None, on_epoch: Callable[[str, dict], None] | None = None,
                    budget_minutes: float | None = None, _layout=None,
                    **kwargs) -> dict[tuple[str, int], tuple[list[dict], dict]]:
     """Every method for every seed (``out_dir/seed_<seed>/<method>``), one run after the other; return
-    ``{(method, seed): (history, summary)}``. As :func:`compare`, with the projection over the whole plan and one
-    progress bar over all of it."""
+    ``{(method, seed): (history, summary)}`` (``seeds`` None: the config's seed). As :func:`compare`, with the
+    projection over the whole plan and one progress bar over all of it."""
     check_arguments(config, data, out_dir)
     if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or \
             not all(isinstance(m, str) for m in methods):
@@ -513,6 +512,7 @@ def run_experiment(config: TrainConfig, methods=("baseline", "dlb"), seeds=(0,),
     if not methods:
         raise ConfigError("compare needs at least one method")
     budget_minutes = check_budget_minutes(budget_minutes)
+    seeds = [config.seed] if seeds is None else list(seeds)
     configs = [dataclasses.replace(config, method=m, seed=s) for s in seeds for m in methods]  # each one validated
     layout = _layout or (lambda out, seed, method: out / f"seed_{seed}" / method)
     folders = [None if out_dir is None else layout(Path(out_dir), cfg.seed, cfg.method) for cfg in configs]
