@@ -69,12 +69,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(rest)
 
     def _send(self, data: bytes) -> bool:
+        # Counted before the write: once the client holds the bytes, the count already has them (counted after,
+        # a client that finished first could be checked before this thread counted: a race on a loaded machine).
+        served, route = self.server.mirror.served, self.path.strip("/").split("/")[0]
+        served[route] += len(data)
         try:
             self.wfile.write(data)
             self.wfile.flush()
-        except OSError:  # the client gave up on this mirror
+        except OSError:  # the client gave up on this mirror: these bytes did not reach it
+            served[route] -= len(data)
             return False
-        self.server.mirror.served[self.path.strip("/").split("/")[0]] += len(data)
         return True
 
     def log_message(self, *args):
