@@ -24,19 +24,7 @@ from dlb_edu import models
 from dlb_edu.data import make_synthetic
 from dlb_edu.config import TrainConfig
 from dlb_edu.train import Trainer
-
-
-class TinyNet64(nn.Module):
-    """A conv + BatchNorm + linear net that computes in float64 whatever its input's dtype."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten(), nn.Linear(6, num_classes)).double()
-
-    def forward(self, x):
-        return self.body(x.double())
+from test_step_equivalence import TinyNet64  # the same float64 conv-BN net as DLB's step test
 
 
 def authors_step(net, optimizer, inputs, targets, temp, lamda):
