@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import metrics
 from .data import random_crop_flip
@@ -493,5 +493,59 @@ def plot_inspector(info: dict, classes=None, fig=None):
                    f"n = {info['num_repeated']}", fontsize=10)
     ax_g.legend(handles=[Patch(color=METHOD_COLORS["baseline"], label="> 0: the step lowers this logit"),
                          Patch(color=METHOD_COLORS["dlb"], label="< 0: the step raises it")], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The networks: DLB's collapse on the option-A ResNet (notebook 05, benchmarks/collapse_runs.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+COLLAPSE_STYLES = {"resnet32": ("#4C72B0", "authors' ResNet-32 (projection shortcuts)"),
+                   "resnet32_option_a": ("#C44E52", "He et al.'s option-A ResNet-32")}
+
+
+def _collapse_label(run: dict) -> tuple[str, str, str]:
+    """(colour, line style, legend label) of one run of a collapse record."""
+    color, label = COLLAPSE_STYLES.get(run["arch"], ("0.4", run["arch"]))
+    if run["overrides"]:
+        what = ", ".join(f"{k} = {v:g}" for k, v in run["overrides"].items())
+        return "0.45", ":" if "lr" in run["overrides"] else "--", f"option-A, {what}"
+    return color, "-", label
+
+
+def plot_collapse(record: dict, fig=None):
+    """Step loss (log scale) and the probe predictions' entropy over the first steps of DLB on each network.
+
+    ``record`` is ``results/collapse/collapse.json``: runs of ``{"arch", "seed", "overrides", "losses", "probes"}``.
+    Runs with the same network and settings share a colour and one legend entry (one line per seed).
+    """
+    fig = fig or plt.figure(figsize=(11, 4))
+    ax_loss, ax_ent = fig.subplots(1, 2)
+    seen = set()
+    for run in record["runs"]:
+        color, style, label = _collapse_label(run)
+        first = label not in seen
+        seen.add(label)
+        steps = np.arange(1, len(run["losses"]) + 1)
+        ax_loss.plot(steps, run["losses"], color=color, ls=style, lw=1.3, label=label if first else None)
+        probes = run["probes"]
+        ax_ent.plot([p["step"] for p in probes], [p["entropy"] for p in probes], color=color, ls=style, lw=1.3,
+                    marker="o", ms=3, label=label if first else None)
+    ax_loss.set_yscale("log")
+    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_loss.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(int(v))[0] in "235" else ""))
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("step loss: CE + alpha T² KL (log scale)")
+    ax_loss.set_title("DLB, paper recipe: the step loss")
+    uniform = float(np.log(10))
+    ax_ent.axhline(uniform, color="0.3", lw=0.8, ls="--")
+    ax_ent.text(1, uniform, " uniform guessing, ln 10", va="bottom", fontsize=8, color="0.3")
+    ax_ent.set_ylim(0, uniform * 1.12)
+    ax_ent.set_xlabel("optimizer step")
+    ax_ent.set_ylabel("entropy of test predictions (nats)")
+    ax_ent.set_title(f"{record.get('probe', '')} test images, eval mode")
+    ax_ent.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"DLB's first {record.get('steps', '')} steps on two ResNet-32s (one line per seed)")
     fig.tight_layout()
     return fig

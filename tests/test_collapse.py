@@ -71,3 +71,30 @@ def test_option_a_resnet32_collapses_under_dlb_the_bug_this_guards_against():
     # The network revision 9768921 trained as "resnet32": the same test must see it fail, or the bounds mean nothing.
     losses, ces = first_steps("resnet32_option_a")
     assert max(losses) > LOSS_BOUND and sum(ces[-10:]) / 10 > CE_END_BOUND
+
+
+def test_the_committed_collapse_record_and_its_figure():
+    """results/collapse/ (benchmarks/collapse_runs.py) holds what notebook 05 says of it, and the figure draws it."""
+    import json
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    from dlb_edu import viz
+
+    record = json.loads((Path(__file__).parents[1] / "results" / "collapse" / "collapse.json").read_text())
+    plain = [r for r in record["runs"] if not r["overrides"]]
+    authors = [max(r["losses"]) for r in plain if r["arch"] == "resnet32"]
+    option_a = [max(r["losses"]) for r in plain if r["arch"] == "resnet32_option_a"]
+    controls = [max(r["losses"]) for r in record["runs"] if r["overrides"]]
+    assert len(authors) == len(option_a) == 3 and len(controls) == 2
+    assert max(authors) < LOSS_BOUND < min(option_a) and max(controls) < LOSS_BOUND
+    assert all(len(r["losses"]) == record["steps"] for r in record["runs"])
+    fig = viz.plot_collapse(record, fig=Figure())
+    ax_loss, ax_ent = fig.axes
+    assert len(ax_loss.lines) == len(record["runs"])
+    assert [t.get_text() for t in ax_ent.get_legend().get_texts()] == [
+        "authors' ResNet-32 (projection shortcuts)", "He et al.'s option-A ResNet-32", "option-A, alpha = 0",
+        "option-A, lr = 0.01"]
+    heights = ax_loss.lines[3].get_ydata()
+    assert max(heights) == option_a[0]  # the lines are the record's numbers, not a smoothing of them

@@ -182,6 +182,8 @@ def test_full_experiment_notebook_writes_outside_the_repo_and_resumes(tmp_path):
     assert len(list(tmp_path.glob("seed_*/*/checkpoint.pt"))) == 4  # 2 seeds x 2 methods in smoke mode
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before
     assert printed(first).count("started") == 4
+    assert "killed (exit -9)" in printed(first) and "weights equal, bit for bit," in printed(first)
+    assert "highest step loss" in printed(first) and "DLB / baseline =" in printed(first)
 
     second = run_notebook(path, tmp_path / "tmp", DLB_EDU_OUT=str(tmp_path))
     assert printed(second).count(f"resumed at epoch {smoke.SMOKE_CONFIG['epochs']}") == 4
@@ -203,4 +205,4 @@ def test_full_experiment_notebook_under_papermill_prints_its_projection_and_save
     assert re.search(r"projected: 1 seed x 2 methods x 2 epochs on cpu \(\d+ threads?\): about \d+ s", text), text
     table = (tmp_path / "runs" / "results.csv").read_text()
     assert "baseline" in table and "dlb" in table
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["seed_0"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["kill_demo", "seed_0"]
