@@ -85,11 +85,26 @@ def run_one(job: dict) -> str:
     record = {"group": job["group"], "seed": job["seed"], "command": shlex.join(argv), "exit": rc,
               "start": datetime.datetime.fromtimestamp(start).isoformat(timespec="seconds"),
               "wall_s": round(time.time() - start, 1), "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-              "git_rev": git_revision()}
+              "git_rev": git_revision(), "cpu": machine()["cpu"]}
     with open(ROOT / OUT / "jobs.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     status = "ok" if rc == 0 else f"FAILED (exit {rc}, see {d.relative_to(ROOT)}/compare.log)"
     return f"{status}: {d.relative_to(ROOT)} in {record['wall_s']:.0f} s"
+
+
+def trained_on(job: dict, records: list[dict]) -> str:
+    """The CPU a finished run trained on: its job record's, else what an earlier manifest said of it (runs
+    reported before job records named their CPU), else this machine's."""
+    for r in reversed(records):
+        if r["group"] == job["group"] and r["seed"] == job["seed"] and r["exit"] == 0 and "cpu" in r:
+            return r["cpu"]
+    path = ROOT / OUT / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        for run in old.get("runs", []):
+            if run["group"] == job["group"] and run["seed"] == job["seed"]:
+                return run.get("cpu", old["machine"]["cpu"])
+    return machine()["cpu"]
 
 
 def report(all_jobs: list[dict]) -> None:
@@ -106,7 +121,7 @@ def report(all_jobs: list[dict]) -> None:
                 "CIFAR-10 (about 30 dB PSNR); not CIFAR-10's own pixels",
         "dataset_path": DATASET, "preset": "cpu",
         "runs": [{"group": j["group"], "seed": j["seed"], "dir": str(j["dir"].relative_to(ROOT / OUT)),
-                  "command": shlex.join(j["argv"])} for j in done],
+                  "command": shlex.join(j["argv"]), "cpu": trained_on(j, records)} for j in done],
         "jobs": [r for r in records if r["exit"] == 0],
         "machine": machine(), "threads": sorted({s.get("threads") for s in summaries}, key=str),
         "precision": sorted({s.get("precision") for s in summaries}, key=str),
@@ -118,7 +133,27 @@ def report(all_jobs: list[dict]) -> None:
     ref = full_reference.load(ROOT / OUT)
     full_reference.figure(ref).savefig(ROOT / OUT / full_reference.FIGURE_NAME, dpi=110)
     (ROOT / OUT / "README.md").write_text(full_reference.readme(ref))
+    update_project_readme(ref)
     print(full_reference.format_tables(ref))
+
+
+BEGIN, END = "<!-- full-reference:begin -->", "<!-- full-reference:end -->"
+
+
+def update_project_readme(ref) -> None:
+    """Rewrite the block between BEGIN and END in the project's README.md from the same results, so its numbers are
+    the files' numbers; the sentences around the block are written by hand."""
+    path = ROOT / "README.md"
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"README.md has no {BEGIN} ... {END} block: not updated", file=sys.stderr)
+        return
+    block = (f"{BEGIN}\nWhat the committed runs show (`{OUT}/`, {full_reference.DATA_LABEL}; made by "
+             f"`benchmarks/full_reference_runs.py`):\n\n```\n{ref.provenance()}\n```\n\n"
+             f"{full_reference.markdown_tables(ref)}\n\n![curves and paired differences]"
+             f"({OUT}/{full_reference.FIGURE_NAME})\n{END}")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(head + block + rest.split(END, 1)[1])
 
 
 def main(argv=None) -> int:
@@ -126,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--groups", nargs="+", default=list(full_reference.GROUPS), choices=list(full_reference.GROUPS))
     p.add_argument("--dataset", default=DATASET, help="the CIFAR-10 JPEG copy as an image folder")
-    p.add_argument("--report-only", action="store_true", help="only rewrite manifest, README tables and figure")
+    p.add_argument("--report-only", action="store_true", help="only rewrite manifest, README tables (results/full/ and the project's) and figure")
     args = p.parse_args(argv)
     all_jobs = jobs(args.seeds, args.groups, args.dataset)
     if not args.report_only:

@@ -87,8 +87,12 @@ class FullReference:
         jobs = m.get("jobs", [])
         loads = [j["loadavg_start"][0] for j in jobs] + [j["loadavg_end"][0] for j in jobs]
         load = f"load average {min(loads):.1f}-{max(loads):.1f} during the runs" if loads else "load not recorded"
+        cpus = {}  # the CPU each run trained on
+        for run in m.get("runs", []):
+            cpus.setdefault(run.get("cpu", mach.get("cpu")), []).append(f"{run['group']} seed {run['seed']}")
+        cpu = "; ".join(f"{c}: {', '.join(runs)}" for c, runs in cpus.items()) if len(cpus) > 1 else next(iter(cpus), mach.get("cpu"))
         return (f"small_cnn, preset cpu, on {DATA_LABEL}: 50,000 training and 10,000 test images\n"
-                f"machine: {mach.get('cpu_cores')}-core CPU ({mach.get('cpu')}), no GPU, "
+                f"machine: {mach.get('cpu_cores')}-core CPU ({cpu}), no GPU, "
                 f"{', '.join(map(str, m.get('threads', [])))} threads, precision "
                 f"{', '.join(map(str, m.get('precision', [])))}; {load}; one run at a time; torch {mach.get('torch')}\n"
                 f"date: {m.get('date')}, git revision: {m.get('git_rev')}; commands in "
