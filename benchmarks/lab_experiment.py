@@ -7,7 +7,7 @@ DLB's step-to-step KL and loss around each change, then draws the lab's figure.
 
     python benchmarks/lab_experiment.py --out results/live_lab_cpu.json --figure results/live_lab_cpu.png
 
-``--draw-only`` redraws the figure from a saved record without training. The JSON holds: command, git_rev, torch,
+``--draw-only`` recomputes the summaries from a saved record's history and redraws the figure, without training. The JSON holds: command, git_rev, torch,
 threads, device, config (arch, dataset, epochs, batch size, T, alpha), every, total_steps, changes, steps_per_s
 (from step 20 on), wall_s (Start to the end), frames (drawn by the view), final test accuracies, windows (means of
 the step-to-step KL, CE and loss in windows before and after each change), peak (the largest per-step loss and the
@@ -41,7 +41,8 @@ def summarize(history: dict, changes: list, lr_drop: int) -> dict:
     out = {}
     for name, (a, b) in spans.items():
         out[name] = {"steps": [a, b], **{f"{m} {k}": window(history["points"][m], k, a, b)
-                                         for m in ("baseline", "dlb") for k in ("step_kl", "ce", "loss")}}
+                                         for m in ("baseline", "dlb")
+                                         for k in ("step_kl", "ce", "loss", "flip_rate")}}
     return out
 
 
@@ -77,7 +78,11 @@ def main(argv=None) -> None:
     p.add_argument("--draw-only", action="store_true", help="redraw --figure from --out, without training")
     args = p.parse_args(argv)
     if args.draw_only:
-        draw(json.loads(args.out.read_text()), args.figure, args.dpi)
+        record = json.loads(args.out.read_text())
+        record["windows"] = summarize(record["history"], record["changes"], record["lr_drops"][0])
+        record["peak"] = peaks(record["history"], record["changes"])
+        args.out.write_text(json.dumps(record, indent=1))
+        draw(record, args.figure, args.dpi)
         return
 
     from dlb_edu.lab import LiveLab, LiveView, lab_config
