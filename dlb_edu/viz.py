@@ -27,10 +27,22 @@ CURVE_PANELS = (
 )
 
 
+# Row keys of the 10th and 90th percentile of an epoch's step losses (see step_loss_band).
+LOSS_BAND_KEYS = ("step_loss_q10", "step_loss_q90")
+
+
+def step_loss_band(step_losses) -> dict:
+    """The 10th and 90th percentile of one epoch's step losses, under :data:`LOSS_BAND_KEYS`: a band that stays
+    inside the losses that happened (a mean +- std band of a skewed loss can reach below zero)."""
+    q10, q90 = np.quantile(np.asarray(step_losses, dtype=float), [0.1, 0.9])
+    return {LOSS_BAND_KEYS[0]: float(q10), LOSS_BAND_KEYS[1]: float(q90)}
+
+
 def plot_curves(histories: dict[str, list[dict]], title: str = "", panels=CURVE_PANELS, fig=None):
     """One panel per metric, one line per run: ``histories`` maps a run's name to its history rows.
 
-    The train-loss panel shades +-1 within-epoch standard deviation of the step loss.
+    Where the rows carry :data:`LOSS_BAND_KEYS` (:func:`step_loss_band`), the train-loss panel shades the 10th to
+    90th percentile of each epoch's step losses.
     """
     if fig is None:
         fig = plt.figure(figsize=(4 * len(panels), 3.4))
@@ -43,9 +55,9 @@ def plot_curves(histories: dict[str, list[dict]], title: str = "", panels=CURVE_
             values = [r[key] for r in rows]
             color = METHOD_COLORS.get(name)
             ax.plot(epochs, values, marker="o", ms=3, label=name, color=color)
-            if key == "train_loss":
-                std = [r["step_loss_std"] for r in rows]
-                ax.fill_between(epochs, [v - s for v, s in zip(values, std)], [v + s for v, s in zip(values, std)],
+            if key == "train_loss" and rows and all(k in rows[0] for k in LOSS_BAND_KEYS):
+                # the spread of the epoch's step losses as quantiles: never below the smallest step loss
+                ax.fill_between(epochs, [r[LOSS_BAND_KEYS[0]] for r in rows], [r[LOSS_BAND_KEYS[1]] for r in rows],
                                 alpha=0.2, color=color)
         ax.set_title(label, fontsize=10)
         if all(np.isnan(r[key]) for rows in histories.values() for r in rows):
@@ -61,50 +73,227 @@ def plot_curves(histories: dict[str, list[dict]], title: str = "", panels=CURVE_
     return fig
 
 
+def _seed_values(histories: list[list[dict]], key: str):
+    """The epochs of the shortest history and a (seeds, epochs) array of ``key``."""
+    n = min(len(h) for h in histories)
+    return [r["epoch"] for r in histories[0][:n]], np.array([[r[key] for r in h[:n]] for h in histories], dtype=float)
+
+
+def _range_band(ax, epochs, values, color, style="-", label=None, lw=1.6, alpha=0.15):
+    """The mean over seeds as a line and the seeds' range (min to max) as a band: it never leaves the data."""
+    ax.plot(epochs, np.nanmean(values, 0), style, color=color, lw=lw, label=label)
+    if len(values) > 1:
+        ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=alpha, lw=0)
+
+
+def plot_final_dots(runs: dict[str, list[list[dict]]], key: str = "test_acc", colors: dict | None = None, ax=None):
+    """Final (filled) and best (open) ``key`` of each run, a dot per seed and a bar for the mean: a dot plot, whose
+    axis need not start at 0 because it draws positions, not lengths."""
+    colors = colors or {}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 0.45 * len(runs) + 1.5))
+    for y, (name, histories) in enumerate(runs.items()):
+        color = colors.get(name) or f"C{y}"
+        _, values = _seed_values(histories, key)
+        for vals, offset, face in ((values[:, -1], -0.15, color), (np.nanmax(values, 1), 0.15, "white")):
+            ax.plot(vals, np.full(len(vals), y + offset), "o", ms=5, mfc=face, mec=color, mew=1.3)
+            ax.plot([vals.mean()] * 2, [y + offset - 0.14, y + offset + 0.14], color="black", lw=2)
+    label = key.replace("test_acc", "test accuracy").replace("_", " ")
+    ax.set_yticks(range(len(runs)), list(runs), fontsize=8)
+    ax.set_ylim(len(runs) - 0.5, -0.5)
+    ax.set_xlabel(label)
+    ax.grid(axis="x", color="0.9")
+    ax.set_title(f"final (filled) and best* (open) {label}\na dot per seed, black bar: the mean", fontsize=9)
+    ax.text(0, -0.1, "*best: the epoch is chosen on the test set (optimistic)", transform=ax.transAxes,
+            fontsize=7, color="0.35", va="top")
+    return ax.figure
+
+
 def plot_seed_summary(runs: dict[str, list[list[dict]]], key: str = "test_acc", title: str = "",
                       colors: dict | None = None, fig=None):
     """Several seeds per run: ``runs`` maps a name to its seeds' histories.
 
-    Left: ``key`` per epoch, the mean over seeds with a +-1 standard deviation band. Right: the final and the best
-    value of each name, mean over seeds with +-1 std error bars and one dot per seed.
+    Left: ``key`` per epoch, the mean over seeds with the seeds' range (min to max) as a band. With more than three
+    runs the curves are small multiples: one panel per run, each against the first run (a thin grey line and band),
+    so that no two bands of the others overlap. Right: :func:`plot_final_dots`.
     """
+    colors = colors or {}
+    names = list(runs)
+    label = key.replace("test_acc", "test accuracy").replace("_", " ")
+    multiples = len(names) > 3
+    cols = 3 if multiples else 1
+    rows = -(-(len(names) - 1) // cols) if multiples else 1
+    if fig is None:
+        fig = plt.figure(figsize=(14, 2.6 * rows + 1.4) if multiples else (13, 4.2))
+    fig.clear()
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [1.1 if multiples else 0.8])
+    color_of = {name: colors.get(name) or f"C{k}" for k, name in enumerate(names)}
+    lows = [np.nanmin(_seed_values(runs[n], key)[1]) for n in names]
+    if multiples:
+        first = names[0]
+        epochs0, values0 = _seed_values(runs[first], key)
+        axes = []
+        for k, name in enumerate(names[1:]):
+            ax = fig.add_subplot(grid[k // cols, k % cols], sharey=axes[0] if axes else None)
+            axes.append(ax)
+            _range_band(ax, epochs0, values0, "0.55", lw=1, alpha=0.2, label=f"{first}")
+            epochs, values = _seed_values(runs[name], key)
+            _range_band(ax, epochs, values, color_of[name], "--" if "split" in name else "-",
+                        label=f"{name} ({len(runs[name])} seeds)")
+            ax.set_title(f"{name} against {first}", fontsize=9)
+            ax.legend(fontsize=7, loc="lower right")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=8)
+            if k // cols == rows - 1:
+                ax.set_xlabel("epoch", fontsize=8)
+            if k % cols == 0:
+                ax.set_ylabel(label, fontsize=8)
+        axes[0].set_ylim(max(0.0, min(lows) - 0.02), None)
+        fig.text(0.01, 0.005, f"{label} per epoch: line = mean over seeds, band = the seeds' range (min to max)",
+                 fontsize=8, color="0.3")
+    else:
+        ax = fig.add_subplot(grid[0, 0])
+        for name in names:
+            epochs, values = _seed_values(runs[name], key)
+            _range_band(ax, epochs, values, color_of[name], "--" if "split" in name else "-",
+                        label=f"{name} ({len(runs[name])} seeds)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch: mean over seeds, band: the seeds' range (min to max)", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(max(0.0, min(lows) - 0.02), None)
+        ax.legend(fontsize=8, loc="lower right")
+    plot_final_dots(runs, key, color_of, ax=fig.add_subplot(grid[:, cols]))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return fig
+
+
+# t quantiles for a two-sided 95% interval, by degrees of freedom (scipy is not a dependency); 1.96 beyond 30.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    """The t quantile for a two-sided 95% interval with ``df`` degrees of freedom (the next tabulated df down)."""
+    if df < 1:
+        raise ConfigError(f"a t interval needs at least 2 values (df >= 1), got df = {df}")
+    return 1.96 if df > 30 else _T95[max(d for d in _T95 if d <= df)]
+
+
+def paired_interval(diffs) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided 95% t interval (low, high); NaN bounds for one value."""
+    d = np.asarray(list(diffs), dtype=float)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = t95(len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return mean, mean - half, mean + half
+
+
+def plot_paired_differences(differences: dict[str, list[float]], title: str = "",
+                            xlabel: str = "difference in final test accuracy (points)", scale: float = 100.0,
+                            ax=None):
+    """Seed-by-seed paired differences: one row per contrast, a dot per seed, the mean (diamond) with its 95% t
+    interval, on an axis that always includes 0 (drawn as a line).
+
+    ``differences`` maps a contrast's name to its per-seed differences, e.g. ``{"DLB - baseline": [0.038, 0.009,
+    0.031]}`` (accuracies as fractions: ``scale`` 100 draws them in points). An empty list draws "not run yet".
+    """
+    if not differences:
+        raise ConfigError("plot_paired_differences needs at least one contrast")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.7 * len(differences) + 1.6))
+    xs = [0.0]
+    for y, (name, diffs) in enumerate(differences.items()):
+        d = scale * np.asarray(list(diffs), dtype=float)
+        if len(d) == 0:
+            ax.text(0, y, "  not run yet", va="center", fontsize=8, color="0.4")
+            continue
+        ax.plot(d, np.full(len(d), y), "o", color="0.35", ms=5, zorder=3)
+        mean, low, high = paired_interval(d)
+        xs += list(d) + [mean] + ([low, high] if len(d) > 1 else [])
+        if len(d) > 1:
+            ax.plot([low, high], [y + 0.25] * 2, color="C3", lw=2, solid_capstyle="butt", zorder=2)
+            for end in (low, high):
+                ax.plot([end] * 2, [y + 0.17, y + 0.33], color="C3", lw=2)
+        ax.plot([mean], [y + 0.25], "D", color="C3", ms=7, zorder=4)
+        ax.annotate(f"mean {mean:+.2f}" + (f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(d) > 1
+                                           else " (one seed: no interval)") + f", n = {len(d)}",
+                    (max(high, mean) if len(d) > 1 else mean, y + 0.25), xytext=(6, 0), textcoords="offset points",
+                    ha="left", va="center", fontsize=7, color="C3")
+    ax.axvline(0, color="black", lw=0.9)
+    span = max(xs) - min(xs) or 1.0
+    ax.set_xlim(min(xs) - 0.08 * span, max(xs) + 0.75 * span)
+    ax.set_yticks(range(len(differences)), list(differences), fontsize=8)
+    ax.set_ylim(len(differences) - 0.4, -0.5)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", color="0.92")
+    ax.set_title(title or "paired by seed: a dot per seed; diamond: the mean, red bar: its 95% t interval",
+                 fontsize=9)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_stability_vs_accuracy(runs: dict[str, list[list[dict]]], colors: dict | None = None,
+                               key: str = "probe_flip_rate", curves=None, title: str = "", fig=None):
+    """Stability over seeds. Left: ``key`` per epoch for the names in ``curves`` (default all), the mean over seeds
+    with the seeds' range as a band. Right: each run's mean ``key`` (epochs 2 on: epoch 1 has no previous epoch)
+    against its final test accuracy, a dot per seed: whether the steadier runs are the more accurate ones."""
     colors = colors or {}
     if fig is None:
         fig = plt.figure(figsize=(13, 4.2))
     fig.clear()
-    ax_curve, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
-    names = list(runs)
-    for k, name in enumerate(names):
-        histories = runs[name]
-        epochs = [r["epoch"] for r in histories[0]]
-        values = np.array([[r[key] for r in h[:len(epochs)]] for h in histories])
-        mean, std = values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1])
+    ax_c, ax_s = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
+    label = {"probe_flip_rate": "probe flip rate", "probe_kl": "probe KL"}.get(key, key.replace("_", " "))
+    for k, (name, histories) in enumerate(runs.items()):
         color = colors.get(name) or f"C{k}"
-        style = "--" if "split" in name else "-"
-        ax_curve.plot(epochs, mean, style, color=color, label=f"{name} ({len(histories)} seeds)")
-        ax_curve.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
-        finals, bests = values[:, -1], values.max(1)
-        for offset, vals, hatch in ((-0.2, finals, None), (0.2, bests, "//")):
-            ax_bar.bar(k + offset, vals.mean(), 0.38, yerr=vals.std(ddof=1) if len(vals) > 1 else 0,
-                       color=color, alpha=0.55 if hatch else 0.9, hatch=hatch, capsize=3, edgecolor="0.2")
-            ax_bar.plot(np.full(len(vals), k + offset), vals, "k.", ms=4)
-    label = key.replace("test_acc", "test accuracy").replace("_", " ")
-    ax_curve.set_xlabel("epoch")
-    ax_curve.set_ylabel(label)
-    ax_curve.set_title(f"{label} per epoch: mean over seeds, band ±1 std", fontsize=10)
-    ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_curve.legend(fontsize=8)
-    lows = [min(min(r[key] for r in h) for h in runs[n]) for n in names]
-    tops = [max(max(r[key] for r in h) for h in runs[n]) for n in names]
-    last_lows = [min(h[-1][key] for h in runs[n]) for n in names]
-    ax_bar.set_ylim(max(0.0, min(last_lows) - 0.05), min(1.0, max(tops) + 0.03) if key.endswith("acc") else None)
-    ax_curve.set_ylim(max(0.0, min(lows) - 0.02), None)
-    ax_bar.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
-    ax_bar.set_ylabel(label)
-    ax_bar.set_title(f"final (solid) and best (hatched, epoch chosen on the test set) {label}\n"
-                     "mean ± std over seeds, dots: one seed each", fontsize=10)
-    ax_bar.legend(handles=[Patch(facecolor="0.5", label="final"), Patch(facecolor="0.8", hatch="//", label="best")],
-                  fontsize=8, loc="lower right")
+        epochs, values = _seed_values(histories, key)
+        keep = ~np.all(np.isnan(values), 0)
+        if curves is None or name in curves:
+            _range_band(ax_c, np.asarray(epochs)[keep], values[:, keep], color, "--" if "split" in name else "-",
+                        label=f"{name} ({len(histories)} seeds)")
+        means = np.nanmean(values, 1)
+        accs = [h[-1]["test_acc"] for h in histories]
+        ax_s.plot(means, accs, "o" if "split" not in name else "s", color=color, ms=7, mec="black", mew=0.5,
+                  label=name)
+    ax_c.set_xlabel("epoch")
+    ax_c.set_ylabel(label)
+    ax_c.set_title(f"{label} per epoch: mean over seeds, band: the seeds' range", fontsize=10)
+    ax_c.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_c.legend(fontsize=8)
+    ax_s.set_xlabel(f"mean {label}, epochs 2 on (lower: steadier)")
+    ax_s.set_ylabel("final test accuracy")
+    ax_s.set_title("one dot per run (method and seed)", fontsize=10)
+    ax_s.legend(fontsize=7, ncol=2, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bn_statistics(stats: dict[str, tuple], channels: int = 4, title: str = "", fig=None):
+    """What one BatchNorm layer normalized with, per channel: ``stats`` maps a call's name (e.g. "joint, 96 rows")
+    to its per-channel (mean, variance) tensors; grouped bars for the first ``channels`` channels, mean and variance
+    side by side."""
+    if fig is None:
+        fig = plt.figure(figsize=(11, 3.4))
+    fig.clear()
+    axes = fig.subplots(1, 2)
+    x = np.arange(channels)
+    width = 0.8 / len(stats)
+    palette = ("0.3", METHOD_COLORS["dlb"], METHOD_COLORS["baseline"], "0.7")
+    for ax, which, name in zip(axes, (0, 1), ("mean", "variance")):
+        for k, (call, values) in enumerate(stats.items()):
+            v = np.asarray(values[which], dtype=float)[:channels]
+            ax.bar(x + (k - (len(stats) - 1) / 2) * width, v, width, label=call, color=palette[k % len(palette)])
+        ax.axhline(0, color="black", lw=0.7)
+        ax.set_xticks(x, [f"channel {c}" for c in x], fontsize=8)
+        ax.set_ylabel(f"per-channel {name}")
+        ax.set_title(f"the {name} BatchNorm normalizes with", fontsize=10)
+    axes[0].legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -433,6 +622,7 @@ def plot_lab(snapshot: dict, fig=None):
             ax.plot(p["step"], p[key], color=METHOD_COLORS.get(name), lw=1.4, marker="o", ms=2, label=name)
             if key == "ce" and name == "dlb":
                 ax.plot(p["step"], p["loss"], color=METHOD_COLORS["dlb"], lw=1, ls="--", label="dlb total loss")
+                _clip_total_loss(ax, points, p)
         values = [v for p in points.values() for v in p[key] if v == v]  # NaN: not measured yet
         if scale == "log" and values and min(values) > 0:
             ax.set_yscale("log")
@@ -455,12 +645,32 @@ def plot_lab(snapshot: dict, fig=None):
                 Line2D([], [], color=KNOB_COLORS["temperature"], lw=1.4, label="T changed"),
                 Line2D([], [], color=KNOB_COLORS["alpha"], lw=1.4, label="α changed"),
                 Line2D([], [], color="0.55", ls=":", lw=1.2, label="learning rate ×0.1")]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=10.5, frameon=False)
     if snapshot.get("title"):
         fig.suptitle(snapshot["title"], fontsize=11)
     # A fixed layout: tight_layout would draw the figure once more, and this figure is redrawn while training runs.
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.14, hspace=0.45, wspace=0.18)
+    fig.subplots_adjust(left=0.065, right=0.98, top=0.91, bottom=0.17, hspace=0.5, wspace=0.2)
     return fig
+
+
+def _clip_total_loss(ax, points: dict, dlb: dict) -> None:
+    """Keep DLB's total loss from squashing the CE curves: the panel's top follows the CE (its largest point, with
+    a margin, at least 1.3 x the 90th percentile of the total loss); total-loss points above it are drawn as
+    triangles at the top edge, the largest labelled with its value."""
+    ce = [v for p in points.values() for v in p["ce"] if v == v]
+    loss = [(s, v) for s, v in zip(dlb["step"], dlb["loss"]) if v == v]
+    if not ce or not loss:
+        return
+    top = max(max(ce) * 1.12, float(np.quantile([v for _, v in loss], 0.9)) * 1.05)
+    bottom = min(min(ce), min(v for _, v in loss)) * 0.9
+    over = [(s, v) for s, v in loss if v > top]
+    ax.set_ylim(bottom, top)
+    if over:
+        ax.plot([s for s, _ in over], [top] * len(over), "^", color=METHOD_COLORS["dlb"], ms=6, clip_on=False)
+        s, v = max(over, key=lambda o: o[1])
+        ax.annotate(f"▲ total loss above the axis,\nup to {v:.1f} at step {s}", (s, top), xytext=(22, -8),
+                    textcoords="offset points", fontsize=8, color=METHOD_COLORS["dlb"], va="top",
+                    bbox=dict(fc="white", ec="none", alpha=0.85, pad=1))
 
 
 def plot_inspector(info: dict, classes=None, fig=None):

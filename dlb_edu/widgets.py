@@ -222,6 +222,10 @@ class StabilityApp(_App):
     project's ``results/reference`` is there: what Run draws, for a real run.
     """
 
+    # A click reaches the app only when the kernel is idle: said from the start, as no callback can say it later.
+    READY = ("Press Run to train the baseline and DLB. <i>If a cell is still running (Run All), the click waits "
+             "for it: the kernel runs one thing at a time, and this line changes when training starts.</i>")
+
     def __init__(self, smoke: bool | None = None, device: str = "auto", data_choices=("cifar10-mini", "synthetic")):
         cuda = torch.cuda.is_available() and device != "cpu"
         self.smoke = smoke_mode() if smoke is None else smoke
@@ -235,7 +239,7 @@ class StabilityApp(_App):
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="epochs done",
                                       style={"description_width": "initial"})
-        self.status = W.HTML("Press Run to train the baseline and DLB.")
+        self.status = W.HTML(self.READY)
         self.out = W.Output()
         self.fig = Figure(figsize=(16, 3.6), dpi=80)
         self.histories: dict[str, list[dict]] = {}
@@ -289,14 +293,21 @@ class StabilityApp(_App):
         data = self.data(cfg.dataset)
         self.trainers = {m: Trainer(dataclasses.replace(cfg, method=m), data=data, progress=False)
                          for m in ("baseline", "dlb")}
-        self.histories = {m: t.history for m, t in self.trainers.items()}
+        # The drawn rows: the trainers' history rows plus the quantiles of each epoch's step losses (the band).
+        self.histories = {m: [] for m in self.trainers}
+        losses = {m: [] for m in self.trainers}
         self.progress.max, self.progress.value = cfg.epochs, 0
         title = (("SMOKE RUN, not a result: " if self.smoke else "")
                  + f"{cfg.arch} on {cfg.dataset} ({len(self.trainers['dlb'].data.x_train)} images), "
                  f"T = {cfg.temperature:g}, alpha = {cfg.alpha:g}, forward = {cfg.forward}")
         start = time.perf_counter()
         # One epoch of each method in turn: the two curves grow together.
-        for rows in zip(*(t.epochs() for t in self.trainers.values())):
+        epochs = [t.epochs(on_step=lambda trainer, loss, m=m: losses[m].append(float(loss)))
+                  for m, t in self.trainers.items()]
+        for rows in zip(*epochs):
+            for m, row in zip(self.trainers, rows):
+                self.histories[m].append({**row, **viz.step_loss_band(losses[m])})
+                losses[m].clear()
             self.progress.value += 1
             viz.plot_curves(self.histories, title=title, fig=self.fig)
             accs = ", ".join(f"{m} {r['test_acc']:.3f}" for m, r in zip(self.trainers, rows))
@@ -308,6 +319,9 @@ class StabilityApp(_App):
 # ---------------------------------------------------------------------------------------------------------------
 # Notebook 04b: the live lab
 # ---------------------------------------------------------------------------------------------------------------
+
+LAB_DPI = 100  # the lab's frames: at 72 dpi its legend and labels were too small to read
+
 
 def _error_html(message: str) -> str:
     return f"<span style='color:#b00'>{html.escape(message)}</span>"
@@ -358,7 +372,7 @@ class LabApp(_App):
         self.inspect_button = W.Button(description="Inspect", icon="search")
         self.inspector_text = W.HTML()
         self.inspector = W.Image(format="png", layout=W.Layout(display="none"))  # shown at the first Inspect
-        self.fig = Figure(figsize=(12, 6.5), dpi=72)  # drawn by the view's thread only, once a run has started
+        self.fig = Figure(figsize=(12, 6.5), dpi=LAB_DPI)  # drawn by the view's thread only, once a run started
         self.inspector_fig = Figure(figsize=(12, 3.4), dpi=72)
         self.lab: LiveLab | None = None
         self.view: LiveView | None = None
@@ -417,7 +431,7 @@ class LabApp(_App):
         if self.view is not None:
             self.view.stop()  # the last run's view has drawn its last frame, or is told to stop now
         self.lab, self.inspection = lab, None
-        self.view = LiveView(lab, self._frame, max_fps=self.max_fps, fig=self.fig)
+        self.view = LiveView(lab, self._frame, max_fps=self.max_fps, fig=self.fig, dpi=LAB_DPI)
         lab.start()
         self.view.start()
         self._buttons()

@@ -83,9 +83,11 @@ def test_show_prints_the_marker_and_where_the_numbers_come_from(ref_root, capsys
     assert out.startswith(reference.MARKER)
     for fact in ("python benchmarks/reference_runs.py", "2-core CPU", "2030-01-02", "abc1234", "torch 2.x"):
         assert fact in out
-    curves, bars = fig.axes[:2]
+    curves, dots = fig.axes[:2]
     assert [line.get_label() for line in curves.lines] == ["baseline (2 seeds)", "dlb, joint forward (2 seeds)"]
-    assert len(bars.patches) == 4  # final and best for each of the two
+    seeds = [line for line in dots.lines if line.get_marker() == "o"]
+    assert [len(line.get_xdata()) for line in seeds] == [2] * 4  # final and best for each of the two, a dot per seed
+    assert not dots.patches  # a dot plot, not bars
 
 
 def test_a_missing_or_incomplete_reference_is_a_one_line_data_error(ref_root, tmp_path_factory):

@@ -179,6 +179,8 @@ def test_stability_app_run_trains_both_methods_and_redraws_every_epoch(monkeypat
     app.dataset.value, app.num_epochs.value = "synthetic", 2
     app.run_button.click()
     assert [len(h) for h in app.histories.values()] == [2, 2]
+    for rows in app.histories.values():  # the loss band: quantiles of each epoch's step losses, inside the losses
+        assert all(0 < r["step_loss_q10"] <= r["step_loss_q90"] for r in rows)
     assert drawn == [{"baseline": 1, "dlb": 1}, {"baseline": 2, "dlb": 2}]  # both curves grow together
     assert app.progress.value == app.progress.max == 2
     assert "epoch 2/2" in app.status.value
@@ -243,3 +245,95 @@ def test_apps_refuse_sizes_outside_their_sliders_in_one_line(make, message):
     with pytest.raises(ConfigError) as e:
         make()
     assert str(e.value) == message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures that compare honestly (issue 25)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _history(values, key="test_acc", **extra):
+    return [{"epoch": e + 1, key: v, **extra} for e, v in enumerate(values)]
+
+
+def test_paired_differences_axis_includes_zero_and_draws_a_dot_per_seed():
+    fig = viz.plot_paired_differences({"DLB - baseline": [0.03, 0.04, 0.05], "none yet": []}, title="t")
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    assert low < 0 < high  # all differences positive, yet 0 is on the axis
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert len(dots) == 1 and sorted(dots[0].get_xdata()) == pytest.approx([3.0, 4.0, 5.0])
+    assert any("not run yet" in t.get_text() for t in ax.texts)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["DLB - baseline", "none yet"]
+    assert ax.get_title() == "t"
+
+
+def test_paired_interval_is_the_t_interval_of_the_mean():
+    mean, low, high = viz.paired_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and (low, high) == pytest.approx((2 - 4.303 / 3 ** 0.5, 2 + 4.303 / 3 ** 0.5))
+    assert np.isnan(viz.paired_interval([1.0])[1])
+    with pytest.raises(ConfigError):
+        viz.t95(0)
+
+
+def test_seed_summary_band_stays_inside_the_seeds_values():
+    runs = {"baseline": [_history([0.2, 0.4]), _history([0.3, 0.6])], "dlb": [_history([0.25, 0.5])] * 2}
+    fig = viz.plot_seed_summary(runs)
+    band = fig.axes[0].collections[0]  # the baseline's band: min to max over its seeds
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(0.2) and ys.max() == pytest.approx(0.6)
+    from matplotlib.patches import Rectangle
+    assert not any(isinstance(p, Rectangle) and p.get_height() > 0.1
+                   for p in fig.axes[-1].patches)  # a dot plot, not bars from 0
+
+
+def test_seed_summary_draws_small_multiples_against_the_first_run_for_many_runs():
+    runs = {name: [_history([0.3, 0.5])] * 2 for name in ("baseline", "a", "b", "c", "d")}
+    fig = viz.plot_seed_summary(runs)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == [f"{n} against baseline" for n in "abcd"] and len(fig.axes) == 5
+
+
+def test_curves_loss_band_comes_from_the_step_loss_quantiles_and_never_goes_below_them():
+    losses = [0.1, 0.1, 0.1, 0.1, 5.0]  # skewed: mean - std would be negative
+    assert np.mean(losses) - np.std(losses, ddof=1) < 0
+    band = viz.step_loss_band(losses)
+    rows = [{"epoch": 1, "train_loss": float(np.mean(losses)), "test_acc": 0.5, "probe_flip_rate": float("nan"),
+             "probe_kl": float("nan"), "step_loss_std": float(np.std(losses, ddof=1)), **band}]
+    fig = viz.plot_curves({"dlb": rows})
+    ys = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert ys.min() >= min(losses) and ys.max() <= max(losses)
+    no_band = viz.plot_curves({"dlb": [{k: v for k, v in rows[0].items() if k not in viz.LOSS_BAND_KEYS}]})
+    assert not no_band.axes[0].collections
+
+
+def test_lab_plot_keeps_the_total_loss_spike_off_the_ce_axis_and_marks_it():
+    steps = list(range(10, 110, 10))
+    ce = [2.0 - 0.05 * k for k in range(10)]
+    loss = [c + 0.1 for c in ce]
+    loss[4] = 12.0
+    snap = {"points": {"baseline": {"step": steps, "ce": ce, "loss": ce, "step_kl": [0.1] * 10,
+                                    "flip_rate": [0.5] * 10, "probe_kl": [0.1] * 10},
+                       "dlb": {"step": steps, "ce": ce, "loss": loss, "step_kl": [0.05] * 10,
+                               "flip_rate": [0.4] * 10, "probe_kl": [0.05] * 10}},
+            "every": 10, "total_steps": 100, "changes": [], "lr_drops": []}
+    fig = viz.plot_lab(snap)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] < 4 and ax.get_ylim()[0] <= min(ce)
+    assert any("up to 12.0 at step 50" in t.get_text() for t in ax.texts)
+    assert max(t.get_fontsize() for t in fig.legends[0].get_texts()) >= 10
+
+
+def test_bn_statistics_plot_draws_a_bar_per_call_and_channel():
+    stats = {"joint": ([0.1, -0.2, 0.3, 0.0], [1.0, 2.0, 0.5, 1.5]), "split, fresh": ([0.2] * 4, [1.0] * 4)}
+    fig = viz.plot_bn_statistics(stats)
+    assert len(fig.axes[0].patches) == len(fig.axes[1].patches) == 8
+    assert fig.axes[1].patches[1].get_height() == pytest.approx(2.0)
+
+
+def test_stability_vs_accuracy_puts_a_dot_per_run_at_its_mean_flip_rate_and_accuracy():
+    nan = float("nan")
+    runs = {"baseline": [[{"epoch": 1, "probe_flip_rate": nan, "test_acc": 0.3},
+                          {"epoch": 2, "probe_flip_rate": 0.4, "test_acc": 0.5}]] * 2}
+    fig = viz.plot_stability_vs_accuracy(runs)
+    dots = fig.axes[1].lines[0]
+    assert list(dots.get_xdata()) == [0.4, 0.4] and list(dots.get_ydata()) == [0.5, 0.5]
