@@ -165,12 +165,12 @@ def format_tables(ref: FullReference) -> str:
 
 
 def figure(ref: FullReference):
-    """Left: test accuracy per epoch, mean over seeds. Right: the paired differences, a dot per seed, with their
-    mean, on an axis that includes 0."""
+    """Left: test accuracy per epoch, mean over seeds. Right: the paired differences (``viz.plot_paired_differences``:
+    a dot per seed, their mean and its interval, on an axis that includes 0); a contrast not run yet says so."""
     import matplotlib.pyplot as plt
 
     from . import viz
-    fig = plt.figure(figsize=(13, 4.2), layout="constrained")
+    fig = plt.figure(figsize=(13, 4.2))
     left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
     styles = {"clean": "-", "alpha0": "--", "noise40": ":"}
     for group, spec in GROUPS.items():
@@ -184,21 +184,7 @@ def figure(ref: FullReference):
                       label=f"{method}, {spec['label']} ({len(runs)} seeds)")
     left.set(xlabel="epoch", ylabel="test accuracy", title=f"{DATA_LABEL}, small_cnn, cpu preset")
     left.legend(fontsize=8, loc="lower right")
-    names = []
-    for i, (name, a, b) in enumerate(CONTRASTS):
-        d = ref.paired(a, b)
-        if not d["diffs"]:
-            continue
-        names.append(name)
-        y = len(names) - 1
-        right.scatter([100 * x for x in d["diffs"]], [y] * len(d["diffs"]), color="0.4", zorder=3, s=18)
-        right.errorbar([100 * d["mean"]], [y], xerr=[[100 * d["std"]]] if len(d["diffs"]) > 1 else None,
-                       fmt="D", color="C3", capsize=4, zorder=4)
-    right.axvline(0, color="k", lw=0.8)
-    right.set_yticks(range(len(names)), names, fontsize=8)
-    right.invert_yaxis()
-    right.set(xlabel="difference in final test accuracy (points)",
-              title="paired by seed: a dot per seed, the diamond their mean ± std")
+    viz.plot_paired_differences({name: ref.paired(a, b)["diffs"] for name, a, b in CONTRASTS}, ax=right)
     return fig
 
 
