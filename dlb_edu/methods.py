@@ -4,7 +4,7 @@ The DLB paper's claims are comparative: Shen et al. (CVPR 2022) set DLB beside o
 soft targets without a pre-trained teacher. Each method here is one small class with the same calls from the trainer:
 
     calls = method.forward_calls(batch, forward)          # which rows each forward call takes, with gradient or not
-    teacher = method.teacher(batch)                       # what the step records: DLB's cached logits, else None
+    teacher = method.cached_logits(batch)                 # what the step records: DLB's teacher logits, else None
     loss, ce, consistency = method.loss(logits, y, batch, epoch, mix, idx)   # before backward
     method.after_step(batch, logits, idx)                 # remember what this step teaches a later one
 
@@ -86,8 +86,8 @@ class Method:
         ce = cross_entropy(logits, y, mix)
         return ce, ce, ce.new_zeros(())
 
-    def teacher(self, batch) -> torch.Tensor | None:
-        """The soft targets carried over from an earlier step that this batch's loss pulls toward (None here)."""
+    def cached_logits(self, batch) -> torch.Tensor | None:
+        """The logits kept from an earlier step that this batch's loss pulls toward (None here)."""
         return None
 
     def after_step(self, batch, logits: torch.Tensor, idx: torch.Tensor | None = None) -> None:
@@ -139,7 +139,7 @@ class DLB(Method):
             return super().forward_calls(batch, forward)
         return [(slice(r, len(batch)), True), (slice(0, r), True)]
 
-    def teacher(self, batch):
+    def cached_logits(self, batch):
         """The cached logits of the repeated half (the last step's fresh half). None at the first step of a run, or
         of an epoch without carry-over: the loss is plain cross-entropy then."""
         return self.cache.get() if batch.num_repeated > 0 else None

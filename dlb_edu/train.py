@@ -202,7 +202,7 @@ class Trainer:
                 with torch.set_grad_enabled(with_grad):
                     out.append((rows.start, self.net(x[rows])))
             logits = out[0][1] if len(out) == 1 else torch.cat([o for _, o in sorted(out, key=lambda o: o[0])])
-        teacher = self.method.teacher(batch)  # DLB's cached logits, read before after_step replaces them
+        teacher = self.method.cached_logits(batch)  # DLB's teacher, read before after_step replaces them
         loss, ce, consistency = self.method.loss(logits, y, batch, epoch, mix, idx)  # DLB's loss, or a rival's
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # the identity unless fp16
