@@ -125,6 +125,7 @@ class LiveLab:
     ``probe_size`` if smaller; the start of the trainers' own probe set). With ``out_dir``, ``out_dir/baseline`` and
     ``out_dir/dlb`` are ordinary run folders (see :class:`~dlb_edu.train.Trainer`) and ``out_dir/lab.json`` keeps
     the lab's record (:mod:`~dlb_edu.lab_record`); ``resume=True`` continues them, ``force=True`` starts over there.
+    ``on_step(trainer, record)`` (optional) sees every step of both runs, in its worker thread, once recorded.
 
     Use it as ``lab.start()``, then ``set``, ``pause``, ``resume``, ``inspect``, ``stop`` from any thread;
     ``wait()`` blocks until the run ends. The turn-taking is :mod:`~dlb_edu.lab_schedule`'s; ``snapshot()`` copies
