@@ -230,8 +230,7 @@ class LiveLab:
     changes = property(lambda self: self.record.changes, doc="The knob changes so far, as lab_record.Change.")
 
     def knobs(self) -> dict[str, float]:
-        """DLB's T and alpha as they stand (a change asked for with ``set`` shows here once applied, before the
-        next step)."""
+        """DLB's T and alpha as they stand (a change asked with ``set`` shows once applied, before the next step)."""
         return {name: getattr(self.trainers["dlb"].method, name) for name in KNOBS}
 
     # What the lab shows -----------------------------------------------------------------------------------------
