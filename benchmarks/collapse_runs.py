@@ -46,7 +46,7 @@ def first_steps(data, arch: str, seed: int, overrides: dict) -> dict:
     losses, probes = [], []
     with Trainer(cfg, data=data, progress=False) as trainer:
         def on_step(trainer, record):
-            losses.append(float(getattr(record, "loss", record)))
+            losses.append(record.loss.item())
             if len(losses) % PROBE_EVERY == 0:
                 p = trainer.predict(trainer.x_test)
                 entropy = -(p * p.clamp_min(1e-12).log()).sum(1).mean().item()

@@ -86,6 +86,7 @@ def main(argv=None) -> None:
         return
 
     from dlb_edu.lab import LiveLab, LiveView, lab_config
+    from dlb_edu.lab_status import status_line
     from dlb_edu.train import git_revision
 
     config = lab_config()
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
         "steps_per_s": lab.steps_per_second(since_step=20), "wall_s": wall, "frames": len(frames),
         "final_test_acc": accs, "lr_drops": snapshot["lr_drops"],
         "windows": summarize(history, history["changes"], lr_drop), "peak": peaks(history, history["changes"]),
-        "status": lab.status_line(), "history": history, "snapshot": snapshot,
+        "status": status_line(lab), "history": history, "snapshot": snapshot,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1))

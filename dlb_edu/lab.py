@@ -27,20 +27,20 @@ the BatchNorm buffers, so the baseline's run is exactly what it would be without
 ``tests/test_lab.py`` checks it). Both numbers measure what
 one update did to the predictions of samples the network has just seen; DLB's term pushes its number down.
 
-The lab reads each step through a small tap in front of the method's ``loss`` call (the one call every training
-step makes, see :mod:`dlb_edu.methods`): it sees the step's logits without a second forward. The trainers' own
-bookkeeping (per-epoch history, checkpoints, resume) is untouched. This module does not import ipywidgets: it runs
-headless (tests, the benchmark, a script); :class:`dlb_edu.widgets.LabApp` puts the buttons and sliders on it and
-:class:`LiveView` redraws its figure.
+The lab reads each step from the record the step returns (:class:`~dlb_edu.train.StepRecord`, handed to the
+trainer's ``on_step``): its loss terms, its logits and DLB's teacher logits, without a second forward and without
+touching the method. Knobs change through ``DLB.set`` (config's checks) at the gate between two steps
+(:mod:`~dlb_edu.lab_schedule`); the record is :mod:`~dlb_edu.lab_record`'s, its words :mod:`~dlb_edu.lab_status`'s.
+The trainers' own bookkeeping (per-epoch history, checkpoints, resume) is untouched. This module does not import
+ipywidgets: it runs headless (tests, the benchmark, a script); :class:`dlb_edu.widgets.LabApp` puts the buttons
+and sliders on it and :class:`LiveView` redraws its figure.
 """
 from __future__ import annotations
 
 import io
-import json
-import math
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,23 +48,19 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from . import metrics
+from . import lab_record, metrics
 from .config import TrainConfig, check_value
-from .data import ImageData, load_dataset, normalize, random_crop_flip
+from .data import ImageData, load_dataset
 from .errors import ConfigError
+from .lab_record import KNOBS, RECORD_FILE, RUNS, Change, LabRecord
+from .lab_schedule import ENDED, Stop, TurnTaking
+from .lab_status import status_line, title
+from .metrics import probe_indices
 from .sampling import step_seed
 from .smoke import smoke_mode, smoke_overrides
-from .run_dir import write_json
-from .train import Trainer
+from .train import OnStep, StepRecord, Trainer
 
-RUNS = ("baseline", "dlb")  # the two runs the lab trains side by side (config.METHODS names every method)
-# The knobs that may change mid-run: DLB's, changed through DLB.set, checked by config's rules of these fields.
-KNOBS = ("temperature", "alpha")
-STATES = ("ready", "running", "paused", "stopped", "finished", "failed")
-ENDED = ("stopped", "finished", "failed")
-POINT_KEYS = ("step", "loss", "ce", "step_kl", "flip_rate", "probe_kl")   # every K steps
-STEP_KEYS = ("step", "loss", "ce", "consistency", "temperature", "alpha")  # every step
-RECORD_FILE = "lab.json"
+__all__ = ["LiveLab", "LiveView", "Change", "lab_config", "default_every", "step_kl", "consistency_gradient"]
 _REAUGMENT_SEED = 104_729  # the baseline's second crop comes from its own stream, never from the trainer's
 
 
@@ -106,43 +102,18 @@ def consistency_gradient(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return alpha * T * (p_student - p_teacher) / len(student_logits)
 
 
-@dataclass(frozen=True)
-class Change:
-    """A knob moved mid-run: from ``step`` on (the first DLB step that used it) ``name`` is ``new``, was ``old``."""
-    step: int
-    name: str
-    old: float
-    new: float
-
-
-class _Stop(Exception):
-    """Raised from ``on_step`` to end a run at a step boundary (the trainer leaves the run consistent)."""
-
-
-class _StepTap:
-    """Sits in front of a method's ``loss`` and keeps what the last training step computed: its logits, the
-    cached teacher logits of its repeated half, the T and alpha it used and its loss terms (all detached)."""
-
-    def __init__(self, method):
-        self.method, self.inner = method, method.loss
-        self.last: dict | None = None
-        method.loss = self  # an instance attribute: only this trainer's method object is tapped
-
-    def __call__(self, logits, y, batch, *args, **kwargs):
-        r = getattr(batch, "num_repeated", 0)
-        cache = getattr(self.method, "cache", None)
-        teacher = cache.get() if r > 0 and cache is not None else None  # read before after_step replaces it
-        temperature, alpha = getattr(self.method, "temperature", None), getattr(self.method, "alpha", None)
-        loss, ce, reg = self.inner(logits, y, batch, *args, **kwargs)
-        self.last = {"logits": logits.detach(), "y": y.detach(), "batch": list(batch), "num_repeated": r,
-                     "teacher": teacher, "temperature": temperature, "alpha": alpha,
-                     "loss": loss.detach(), "ce": ce.detach(), "consistency": reg.detach()}
-        return loss, ce, reg
-
-
-def steps_done(trainer: Trainer) -> int:
-    """Optimizer steps a trainer has taken since its run began (across epochs and resumes)."""
-    return trainer.sampler.epoch * len(trainer.sampler) + trainer.sampler.step
+def inspect_step(step: int, rec: StepRecord, temperature: float, alpha: float, sample: int) -> dict:
+    """:meth:`LiveLab.inspect` of repeated sample ``sample`` of DLB's step ``step`` (its record, T and alpha)."""
+    r, T = rec.batch.num_repeated, temperature
+    if not isinstance(sample, int) or not 0 <= sample < r:
+        raise ConfigError(f"sample must be an integer in [0, {r}) (the repeated half), got {sample!r}")
+    teacher, student = rec.teacher.float().cpu(), rec.logits[:r].float().cpu()
+    p_teacher, p_student = F.softmax(teacher[sample] / T, 0), F.softmax(student[sample] / T, 0)
+    return {"step": step, "sample": sample, "index": rec.batch[sample], "label": int(rec.y[sample]),
+            "temperature": T, "alpha": alpha, "num_repeated": r, "teacher_logits": teacher, "student_logits": student,
+            "p_teacher": p_teacher, "p_student": p_student,
+            "kl": float((p_teacher * (p_teacher.clamp_min(1e-12).log() - p_student.clamp_min(1e-12).log())).sum()),
+            "grad": consistency_gradient(student, teacher, T, alpha)[sample]}
 
 
 class LiveLab:
@@ -151,18 +122,20 @@ class LiveLab:
     ``config`` (default :func:`lab_config`) is the run; its ``method`` is ignored (both are trained). ``every`` is K,
     the steps between two stability points (default :func:`default_every`); ``probe_size`` the number of training
     images whose predictions are compared every K steps (default 1000 on a GPU; on a CPU 256, or the config's
-    ``probe_size`` if smaller). With ``out_dir``, ``out_dir/baseline`` and ``out_dir/dlb`` are ordinary run folders
-    (see :class:`~dlb_edu.train.Trainer`) and ``out_dir/lab.json`` keeps the lab's record; ``resume=True``
-    continues them, ``force=True`` starts over there.
+    ``probe_size`` if smaller; the start of the trainers' own probe set). With ``out_dir``, ``out_dir/baseline`` and
+    ``out_dir/dlb`` are ordinary run folders (see :class:`~dlb_edu.train.Trainer`) and ``out_dir/lab.json`` keeps
+    the lab's record (:mod:`~dlb_edu.lab_record`); ``resume=True`` continues them, ``force=True`` starts over there.
+    ``on_step(trainer, record)`` (optional) sees every step of both runs, in its worker thread, once recorded.
 
     Use it as ``lab.start()``, then ``set``, ``pause``, ``resume``, ``inspect``, ``stop`` from any thread;
-    ``wait()`` blocks until the run ends. ``snapshot()`` copies the record for drawing. (The trainers' own epoch
-    times, in their histories, include the other method's turns: the two share the machine step by step.)
+    ``wait()`` blocks until the run ends. The turn-taking is :mod:`~dlb_edu.lab_schedule`'s; ``snapshot()`` copies
+    the record for drawing and :mod:`~dlb_edu.lab_status` words it. (The trainers' own epoch times, in their
+    histories, include the other method's turns: the two share the machine step by step.)
     """
 
     def __init__(self, config: TrainConfig | None = None, data: ImageData | None = None, every: int | None = None,
                  probe_size: int | None = None, out_dir: str | Path | None = None, resume: bool = False,
-                 force: bool = False):
+                 force: bool = False, on_step: OnStep | None = None):
         config = (config if config is not None else lab_config()).validate()
         every = default_every(config) if every is None else every
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
@@ -170,10 +143,10 @@ class LiveLab:
         if probe_size is not None and (not isinstance(probe_size, int) or probe_size < 1):
             raise ConfigError(f"probe_size must be an integer >= 1, got {probe_size!r}")
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.download)
-        self.config, self.every = config, every
+        self.config, self.every, self.on_step = config, every, on_step
         self.out_dir = Path(out_dir) if out_dir is not None else None
         # A saved record is read and checked before any trainer opens its folder: a damaged one changes no file.
-        record = self._read_record() if resume else None
+        saved = lab_record.read(self.out_dir / RECORD_FILE) if resume and self.out_dir is not None else None
         self.trainers = {}
         try:
             for m in RUNS:
@@ -193,144 +166,74 @@ class LiveLab:
         self.classes = data.classes
         self.steps_per_epoch = len(dlb.sampler)
         self.total_steps = config.epochs * self.steps_per_epoch
-        trained_on = data.subset(config.train_subset, config.test_subset)  # what the trainers normalize with
-        self._mean, self._std = trained_on.mean.to(dlb.device), trained_on.std.to(dlb.device)
         n = len(dlb.x_train)
         size = min(probe_size or (1000 if dlb.device.type == "cuda" else min(256, config.probe_size)), n)
-        self.probe_idx = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[:size]
+        self.probe_idx = probe_indices(n, size, config.seed)  # the trainers' probe set is its start (or it theirs)
         self._probe_x = dlb.x_train[self.probe_idx.to(dlb.device)]
-        self._taps = {m: _StepTap(t.method) for m, t in self.trainers.items()}
 
-        # Shared between the worker threads and the callers; guarded by the condition's lock.
-        self._cond = threading.Condition()
-        self._steps = {m: steps_done(t) for m, t in self.trainers.items()}
-        self._active: set[str] = set()
-        self._stop = False
-        self._pause_now = False
-        self._pause_at: int | None = None
-        self._pending: dict[str, float] = {}               # applied before DLB's next step
-        self._scheduled: dict[int, dict[str, float]] = {}  # step -> changes to apply before that step
-        self.state = "ready"
-        self.paused_at: int | None = None
-        self.error: BaseException | None = None
-        self.version = 0  # bumped whenever the record or the state changes: a view redraws only then
-        self._threads: list[threading.Thread] = []
-
-        # The record: what the lab keeps beside the trainers' per-epoch histories.
-        self.changes: list[Change] = []
-        self.points = {m: {k: [] for k in POINT_KEYS} for m in RUNS}
-        self.steps = {m: {k: [] for k in STEP_KEYS} for m in RUNS}
+        self.turns = TurnTaking(RUNS, {m: t.steps_done for m, t in self.trainers.items()})
+        self.record = LabRecord(every, self.turns.cond)
         self.step_times: list[tuple[int, float]] = []  # (DLB step, perf_counter) after every DLB step
         self._unread = {m: [] for m in RUNS}        # step values still on the device, read every K steps
         self._prev_probe = {m: None for m in RUNS}
-        self._inspectable: dict | None = None
-        if record is not None and not self._replacing:
-            self._apply_record(*record)
+        self._inspectable: tuple[int, StepRecord, float, float] | None = None  # DLB's last step, its T and alpha
+        if saved is not None and not self._replacing:
+            for change in self.record.restore(saved, self.turns.steps):
+                dlb.method.set(**{change.name: change.new})
 
-    # -----------------------------------------------------------------------------------------------------------
-    # Controls (any thread)
-    # -----------------------------------------------------------------------------------------------------------
+    # Controls (any thread) --------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start both worker threads; return at once."""
-        with self._cond:
-            if self.state != "ready":
-                raise ConfigError("this lab has already run: make a new LiveLab (resume=True continues a saved one)")
-            self.state, self._active = "running", set(RUNS)
-            self.version += 1
         for trainer in self.trainers.values():
-            if trainer.run_dir is not None:  # replacing old runs: killed before a run's first checkpoint, the lab's
-                trainer.run_dir.mark_for_replacement()  # resume replaces it too (built but never started: it does not)
-        self._threads = [threading.Thread(target=self._train, args=(m,), name=f"dlb-edu-lab-{m}", daemon=True)
-                         for m in RUNS]
-        for thread in self._threads:
-            thread.start()
+            if trainer.run_dir is not None and self.state == "ready":  # replacing old runs: killed before a run's
+                trainer.run_dir.mark_for_replacement()  # first checkpoint, resume replaces it (never started: not)
+        self.turns.start(self._train, "this lab has already run: make a new LiveLab (resume=True continues a saved "
+                                      "one)")
 
     def set(self, name: str, value: float, at_step: int | None = None) -> None:
         """Set DLB's ``temperature`` or ``alpha``: before the next DLB step (or before step ``at_step``, >= 1).
 
         Before ``start`` the value is the run's starting value, recorded as a change at its first step. Several
-        moves of one knob before the next step count as one change (the last value).
+        moves of one knob before the next step count as one change (the last value). The value is checked by
+        config's rule of the field, with its message: what the CLI refuses is refused here.
         """
         if name not in KNOBS:
             raise ConfigError(f"only {' and '.join(KNOBS)} can change mid-run, not {name!r}")
-        value = check_value(name, value)  # the config's rule and message: what the CLI refuses is refused here
-        with self._cond:
-            if self.state in ENDED:
-                raise ConfigError(f"the run has {self.state}: start a new lab to change {name}")
-            if at_step is None:
-                self._pending[name] = value
-            else:
-                if not isinstance(at_step, int) or at_step <= self._steps["dlb"]:
-                    raise ConfigError(f"at_step must be an integer after the current step {self._steps['dlb']}, "
-                                      f"got {at_step!r}")
-                self._scheduled.setdefault(at_step, {})[name] = value
+        self.turns.ask(name, check_value(name, value), at_step)
 
     def pause(self, at_step: int | None = None) -> None:
         """Pause both runs before DLB's next step (or once both have taken ``at_step`` steps)."""
-        with self._cond:
-            if at_step is None:
-                self._pause_now = True
-            else:
-                if not isinstance(at_step, int) or at_step < self._steps["dlb"]:
-                    raise ConfigError(f"at_step must be an integer >= the current step {self._steps['dlb']}, "
-                                      f"got {at_step!r}")
-                self._pause_at = at_step
-            self._cond.notify_all()
+        self.turns.pause(at_step)
 
     def resume(self) -> None:
-        with self._cond:
-            self._pause_now = False
-            if self.state == "paused":
-                self.state, self.paused_at = "running", None
-                self.version += 1
-            self._cond.notify_all()
+        self.turns.resume()
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> None:
         """End both runs at the next step boundary (a paused run at once) and, with an output folder, write their
         checkpoints. ``wait``: return once the threads have ended."""
-        with self._cond:
-            if self.state == "ready":
-                self.state = "stopped"
-                self.version += 1
-                return
-            self._stop = True
-            self._cond.notify_all()
-        if wait:
+        if self.turns.stop() and wait:
             self.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until both threads have ended (or ``timeout`` seconds); True when they have. Re-raises nothing:
         a failed run has ``state == "failed"`` and its exception in ``error``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        return self.turns.wait(timeout)
 
     def wait_paused(self, timeout: float | None = None) -> int | None:
-        """Block until the run is paused; return the step it paused after (None if it ended or timed out first)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.state == "paused" or self.state in ENDED, timeout)
-            return self.paused_at if self.state == "paused" else None
+        return self.turns.wait_paused(timeout)  # the step it paused after; None if it ended or timed out first
 
-    @property
-    def ended(self) -> bool:
-        return self.state in ENDED
-
-    @property
-    def step(self) -> int:
-        """DLB steps taken so far (the baseline is at most one step apart)."""
-        return self._steps["dlb"]
+    state = property(lambda self: self.turns.state, doc="One of lab_schedule.STATES.")
+    error = property(lambda self: self.turns.error, doc="What failed the run, if it failed.")
+    ended = property(lambda self: self.turns.state in ENDED)
+    step = property(lambda self: self.turns.steps["dlb"], doc="DLB steps so far (the baseline is at most one apart).")
+    changes = property(lambda self: self.record.changes, doc="The knob changes so far, as lab_record.Change.")
 
     def knobs(self) -> dict[str, float]:
-        """DLB's T and alpha as they stand (a change asked for with ``set`` shows here once applied, before the
-        next step)."""
-        method = self.trainers["dlb"].method
-        return {name: getattr(method, name) for name in KNOBS}
+        """DLB's T and alpha as they stand (a change asked with ``set`` shows once applied, before the next step)."""
+        return {name: getattr(self.trainers["dlb"].method, name) for name in KNOBS}
 
-    # -----------------------------------------------------------------------------------------------------------
-    # What the lab shows
-    # -----------------------------------------------------------------------------------------------------------
+    # What the lab shows -----------------------------------------------------------------------------------------
 
     def inspect(self, sample: int = 0) -> dict:
         """The step inspector: repeated sample ``sample`` (its position in the repeated half) at the last DLB step.
@@ -341,49 +244,25 @@ class LiveLab:
         (softmax at T), ``kl`` (KL(p_teacher || p_student) at T) and ``grad``, the gradient that the weighted
         consistency term puts on its logits (:func:`consistency_gradient`). All tensors are on the CPU.
         """
-        last = self._inspectable
-        if last is None or last["teacher"] is None:
+        if self._inspectable is None or self._inspectable[1].teacher is None:
             raise ConfigError("no repeated half yet: DLB's first step has no cached logits; inspect after step 2")
-        r = last["num_repeated"]
-        if not isinstance(sample, int) or not 0 <= sample < r:
-            raise ConfigError(f"sample must be an integer in [0, {r}) (the repeated half), got {sample!r}")
-        T, alpha = last["temperature"], last["alpha"]
-        teacher, student = last["teacher"].float().cpu(), last["logits"][:r].float().cpu()
-        p_teacher, p_student = F.softmax(teacher[sample] / T, 0), F.softmax(student[sample] / T, 0)
-        return {"step": last["step"], "sample": sample, "index": last["batch"][sample],
-                "label": int(last["y"][sample]), "temperature": T, "alpha": alpha, "num_repeated": r,
-                "teacher_logits": teacher, "student_logits": student, "p_teacher": p_teacher, "p_student": p_student,
-                "kl": float((p_teacher * (p_teacher.clamp_min(1e-12).log() - p_student.clamp_min(1e-12).log())).sum()),
-                "grad": consistency_gradient(student, teacher, T, alpha)[sample]}
+        return inspect_step(*self._inspectable, sample)
 
     def history(self) -> dict:
         """The lab's record as plain data: changes, the points every K steps and the values of every step."""
-        with self._cond:
-            return {"every": self.every, "changes": [asdict(c) for c in self.changes],
-                    "points": {m: {k: list(v) for k, v in p.items()} for m, p in self.points.items()},
-                    "steps": {m: {k: list(v) for k, v in s.items()} for m, s in self.steps.items()}}
+        return self.record.as_dict()
 
     def snapshot(self) -> dict:
-        """What a view draws, copied under the lock: the points, the changes, the lr drops, a title and the status."""
-        with self._cond:
-            snap = {"state": self.state, "step": self._steps["dlb"], "total_steps": self.total_steps,
-                    "every": self.every, "version": self.version,
-                    "points": {m: {k: list(v) for k, v in p.items()} for m, p in self.points.items()},
-                    "changes": [asdict(c) for c in self.changes]}
-        snap["lr_drops"] = self.lr_drops()
-        snap["status"] = self.status_line()
-        snap["title"] = self.title()
+        """What a view draws, copied under the lock: the state, the points, the changes and the lr drops."""
+        with self.turns.cond:
+            snap = {"state": self.state, "step": self.step, "total_steps": self.total_steps, "every": self.every,
+                    "version": self.turns.version,
+                    "points": {m: {k: list(v) for k, v in p.items()} for m, p in self.record.points.items()},
+                    "changes": [asdict(c) for c in self.record.changes]}
+        rows = list(self.trainers["dlb"].history)  # the lr drops: known once that epoch has ended
+        snap["lr_drops"] = [(b["epoch"] - 1) * self.steps_per_epoch for a, b in zip(rows, rows[1:])
+                            if b["lr"] != a["lr"]]
         return snap
-
-    def lr_drops(self) -> list[int]:
-        """The steps at which the learning rate changed, from DLB's history (known once that epoch has ended)."""
-        rows = list(self.trainers["dlb"].history)
-        return [(b["epoch"] - 1) * self.steps_per_epoch for a, b in zip(rows, rows[1:]) if b["lr"] != a["lr"]]
-
-    def title(self) -> str:
-        cfg = self.config
-        return (f"{cfg.arch} on {cfg.dataset} ({len(self.trainers['dlb'].x_train)} images), B = {cfg.batch_size}, "
-                f"stability every {self.every} steps on {len(self.probe_idx)} probe images")
 
     def steps_per_second(self, since_step: int = 0) -> float:
         """DLB steps per second (each with one baseline step) from ``since_step`` to the last step; NaN if fewer
@@ -393,125 +272,66 @@ class LiveLab:
             return float("nan")
         return (times[-1][0] - times[0][0]) / (times[-1][1] - times[0][1])
 
-    def status_line(self) -> str:
-        step, total, state = self._steps["dlb"], self.total_steps, self.state
-        knobs = ", ".join(f"{'T' if k == 'temperature' else k} {v:g}" for k, v in self.knobs().items())
-        epoch = f"epoch {min(step // self.steps_per_epoch + 1, self.config.epochs)}/{self.config.epochs}"
-        accs = [f"{m} {self.trainers[m].history[-1]['test_acc']:.3f}" for m in RUNS if self.trainers[m].history]
-        acc = f"; test accuracy after epoch {len(self.trainers['dlb'].history)}: {', '.join(accs)}" if accs else ""
-        if state == "ready":
-            return f"ready: press Start ({knobs}; {total} steps, stability every {self.every} steps)"
-        if state == "running":
-            recent = self.steps_per_second(max(0, step - 30))
-            rate = "" if math.isnan(recent) else f", {recent:.1f} steps/s"
-            return f"running: step {step}/{total} ({epoch}{rate}); {knobs}{acc}"
-        if state == "paused":
-            return f"paused after step {step}/{total}: move T or alpha, inspect a sample, then Resume; {knobs}"
-        if state == "stopped":
-            saved = (f"checkpoints in {self.out_dir}/baseline and {self.out_dir}/dlb" if self.out_dir is not None
-                     else "no output folder, nothing saved")
-            return f"stopped after step {step}/{total} ({saved}); {knobs}{acc}"
-        if state == "finished":
-            return f"finished: {step} steps; {knobs}{acc}"
-        return f"failed after step {step}: {self.error}"
-
-    # -----------------------------------------------------------------------------------------------------------
-    # The worker threads
-    # -----------------------------------------------------------------------------------------------------------
+    # The worker threads -----------------------------------------------------------------------------------------
 
     def _train(self, name: str) -> None:
-        trainer = self.trainers[name]
+        trainer, error = self.trainers[name], None
         try:
             self._take_turn(name)  # the baseline waits for DLB's first step; DLB may pause or stop before it
             for row in trainer.epochs(on_step=self._after_step):
-                with self._cond:
-                    self.version += 1  # a new per-epoch row (test accuracy, maybe a learning-rate drop)
-                if name == "dlb" and self.out_dir is not None:
+                self.turns.changed()  # a new per-epoch row (test accuracy, maybe a learning-rate drop)
+                if name == "dlb":
                     self._save_record()  # beside the checkpoint the trainer has just written
-        except _Stop:
+        except Stop:
             self._read_back(name)
             if self.out_dir is not None:
                 trainer.save_checkpoint()  # on_step left the run consistent: a whole checkpoint
         except BaseException as e:  # noqa: BLE001 - any failure ends the lab and is shown, the other run stops too
-            with self._cond:
-                self.error = self.error or e
-                self._stop = True
+            error = e
         finally:
             trainer.close()  # the run has ended here: its folder may have a new owner (a Trainer, a new LiveLab)
-            with self._cond:
-                self._active.discard(name)
-                last = not self._active
-                if last:
-                    self._read_back_all()
-                    self.state = "failed" if self.error else "stopped" if self._stop else "finished"
-                    self.version += 1
-                self._cond.notify_all()
-            if last and self.out_dir is not None:
+            if self.turns.ended(name, error, last_words=lambda: [self._read_back(m) for m in RUNS]):
                 self._save_record()
 
-    def _after_step(self, trainer: Trainer, loss: torch.Tensor) -> None:
+    def _after_step(self, trainer: Trainer, rec: StepRecord) -> None:
         """``on_step`` of both trainers: record the step, measure every K steps, then hand the turn over."""
-        name = trainer.config.method
-        tap = self._taps[name].last
-        step = self._steps[name] + 1  # only this thread changes its own count
-        self._unread[name].append((step, loss, tap["ce"], tap["consistency"], tap["temperature"], tap["alpha"]))
+        name, method = trainer.config.method, trainer.method
+        step = self.turns.steps[name] + 1  # only this thread changes its own count
+        T, alpha = getattr(method, "temperature", None), getattr(method, "alpha", None)  # the step's: set between
+        self._unread[name].append((step, rec.loss, rec.ce, rec.consistency, T, alpha))
         if name == "dlb":
             self.step_times.append((step, time.perf_counter()))
-            self._inspectable = {**tap, "step": step}
+            self._inspectable = (step, rec, T, alpha)
         if step % self.every == 0:
-            self._measure(name, trainer, tap, step)
-        with self._cond:
-            self._steps[name] = step
-        self._take_turn(name)
+            self._measure(name, trainer, rec, step)
+        if self.on_step is not None:
+            self.on_step(trainer, rec)
+        self._take_turn(name, step)
 
-    def _take_turn(self, name: str) -> None:
-        """Wait until it is ``name``'s turn: the one with fewer steps goes, DLB first on a tie, alone once the
-        other has ended. DLB then passes the gate (pause, stop, changes); the baseline stops once level with DLB."""
-        other = "dlb" if name == "baseline" else "baseline"
-        with self._cond:
-            self._cond.notify_all()  # this step may make it the other's turn
-            self._cond.wait_for(lambda: other not in self._active or self._steps[name] < self._steps[other]
-                                or (self._steps[name] == self._steps[other] and name == "dlb"))
-            if name == "dlb":
-                applied = self._gate()
-            else:
-                if self._stop and (other not in self._active or self._steps[name] >= self._steps[other]):
-                    raise _Stop
-                applied = False
-        if applied and self.out_dir is not None:
+    def _take_turn(self, name: str, step: int | None = None) -> None:
+        step = self.turns.steps[name] if step is None else step
+        if self.turns.take_turn(name, step, self._apply):
             self._save_record()
 
-    def _gate(self) -> bool:
-        """Before each DLB step, with the lock held: pause if asked, stop if asked, apply the pending changes.
-        Returns whether a change was applied."""
-        step = self._steps["dlb"]
-        if self._pause_now or self._pause_at == step:
-            self._pause_now, self._pause_at = False, None
-            self.state, self.paused_at = "paused", step
-            self.version += 1
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self.state != "paused" or self._stop)
-        if self._stop:
-            raise _Stop
-        changes = {**self._pending, **self._scheduled.pop(step + 1, {})}
-        self._pending = {}
-        method = self.trainers["dlb"].method
-        applied = False
+    def _apply(self, step: int, changes: dict[str, float]) -> bool:
+        """At the gate before DLB's ``step`` (the lock held): set the knobs that change; record each change."""
+        method, applied = self.trainers["dlb"].method, False
         for knob, value in changes.items():
             old = getattr(method, knob)
             if value != old:
                 method.set(**{knob: value})  # DLB's loss reads it at its next call: the next step
-                self.changes.append(Change(step + 1, knob, float(old), value))
+                self.record.changes.append(Change(step, knob, float(old), value))
                 applied = True
-        if applied:
-            self.version += 1
         return applied
 
-    # -----------------------------------------------------------------------------------------------------------
-    # Measurements
-    # -----------------------------------------------------------------------------------------------------------
+    def _save_record(self) -> None:
+        if self.out_dir is None or (self._replacing and self.trainers["dlb"].run_dir.replacing):
+            return  # no folder; or the old run and its record are still in place: ours is written from DLB's first
+        self.record.write(self.out_dir / RECORD_FILE, self.config.to_dict())  # checkpoint on
 
-    def _measure(self, name: str, trainer: Trainer, tap: dict, step: int) -> None:
+    # Measurements -----------------------------------------------------------------------------------------------
+
+    def _measure(self, name: str, trainer: Trainer, rec: StepRecord, step: int) -> None:
         """One stability point after ``step``: probe flip rate and KL since K steps before, the step-to-step KL."""
         self._read_back(name)
         probs = trainer.predict(self._probe_x)
@@ -519,30 +339,20 @@ class LiveLab:
         flip = float("nan") if prev is None else metrics.flip_rate(prev, probs)
         probe_kl = float("nan") if prev is None else metrics.mean_kl(prev, probs)
         if name == "dlb":
-            r = tap["num_repeated"]
-            s_kl = float("nan") if tap["teacher"] is None else step_kl(tap["teacher"], tap["logits"][:r])
+            r = rec.batch.num_repeated
+            s_kl = float("nan") if rec.teacher is None else step_kl(rec.teacher, rec.logits[:r])
         else:
-            s_kl = step_kl(tap["logits"], self._forward_again(trainer, tap["batch"], step))
-        with self._cond:
-            steps = self.steps[name]
-            start = len(steps["step"])
-            while start > 0 and steps["step"][start - 1] > step - self.every:  # the last K steps (fewer after a resume)
-                start -= 1
-            n = len(steps["step"]) - start
-            point = {"step": step, "loss": sum(steps["loss"][start:]) / n, "ce": sum(steps["ce"][start:]) / n,
-                     "step_kl": s_kl, "flip_rate": flip, "probe_kl": probe_kl}
-            for key in POINT_KEYS:
-                self.points[name][key].append(point[key])
-            self.version += 1
+            s_kl = step_kl(rec.logits, self._forward_again(trainer, rec.batch, step))
+        self.record.add_point(name, step, s_kl, flip, probe_kl)
+        self.turns.changed()
 
     @torch.no_grad()
-    def _forward_again(self, trainer: Trainer, indices: list[int], step: int) -> torch.Tensor:
-        """The baseline's logits of ``indices`` now: a new crop, train mode, on copies of the BatchNorm buffers (the
-        running statistics of the run stay as they are). In float32 whatever the training precision."""
-        dev = trainer.device
-        gen = torch.Generator(dev).manual_seed(step_seed(self.config.seed + _REAUGMENT_SEED, 0, step))
-        x = normalize(random_crop_flip(trainer.x_train[torch.as_tensor(indices, device=dev)], generator=gen),
-                      self._mean, self._std)
+    def _forward_again(self, trainer: Trainer, batch, step: int) -> torch.Tensor:
+        """The baseline's logits of ``batch`` now: the trainer's own input pipeline with a new crop, in train mode,
+        on copies of the BatchNorm buffers (the running statistics of the run stay as they are). In float32
+        whatever the training precision."""
+        gen = torch.Generator(trainer.device).manual_seed(step_seed(self.config.seed + _REAUGMENT_SEED, 0, step))
+        x, _ = trainer.inputs(torch.as_tensor(list(batch), device=trainer.device), batch, gen)
         model = trainer.model
         state = {**dict(model.named_parameters()), **{k: b.clone() for k, b in model.named_buffers()}}
         return functional_call(model, state, (x,))
@@ -554,69 +364,11 @@ class LiveLab:
             return
         values = torch.stack([torch.stack([loss.float(), ce.float(), kd.float()])
                               for _, loss, ce, kd, _, _ in unread]).cpu().tolist()
-        with self._cond:
-            rec = self.steps[name]
-            for (step, *_, temperature, alpha), (loss, ce, kd) in zip(unread, values):
-                for key, value in zip(STEP_KEYS, (step, loss, ce, kd, temperature, alpha)):
-                    rec[key].append(value)
+        self.record.add_steps(name, [(step, loss, ce, kd, temperature, alpha) for (step, *_, temperature, alpha),
+                                     (loss, ce, kd) in zip(unread, values)])
 
-    def _read_back_all(self) -> None:
-        for name in RUNS:
-            self._read_back(name)
 
-    # -----------------------------------------------------------------------------------------------------------
-    # The record on disk
-    # -----------------------------------------------------------------------------------------------------------
-
-    def _save_record(self) -> None:
-        if self._replacing and self.trainers["dlb"].run_dir.replacing:
-            return  # the old run and its record are still in place: ours is written from DLB's first checkpoint on
-        write_json(self.out_dir / RECORD_FILE, {"config": self.config.to_dict(), **self.history()})
-
-    def _read_record(self) -> tuple[list[Change], dict] | None:
-        """The saved record (``out_dir/lab.json``), checked, or None if there is none; ConfigError naming the file if
-        it is unreadable or of the wrong shape."""
-        path = self.out_dir / RECORD_FILE if self.out_dir is not None else None
-        if path is None or not path.exists():
-            return None
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raise ConfigError(f"{path} is unreadable: delete it (the runs resume with the config's T and alpha)") \
-                from None
-        try:
-            changes = [Change(**c) for c in saved["changes"]]
-            if not all(isinstance(c.step, int) and c.name in ("temperature", "alpha")
-                       and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (c.old, c.new))
-                       for c in changes):
-                raise ValueError
-            tables = {}
-            for table, keys in (("points", POINT_KEYS), ("steps", STEP_KEYS)):
-                for m in RUNS:
-                    rows = saved.get(table, {}).get(m, {})
-                    columns = {k: list(rows.get(k, [])) for k in keys}
-                    if rows and (set(rows) != set(keys) or len({len(v) for v in columns.values()}) != 1):
-                        raise ValueError
-                    tables[table, m] = columns
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ConfigError(f"{path} is damaged (not the record of a lab): delete it (the runs resume with the "
-                              f"config's T and alpha)") from None
-        return changes, tables
-
-    def _apply_record(self, changes: list[Change], tables: dict) -> None:
-        """Continue a saved lab: its record up to where each trainer resumed, and DLB's T and alpha as they were.
-
-        A change recorded at step s was made before step s; the DLB checkpoint holds n steps, so the changes up to
-        step n + 1 were in force when the run stopped, and later ones belong to the part that is trained again.
-        """
-        method, n = self.trainers["dlb"].method, self._steps["dlb"]
-        self.changes = [c for c in changes if c.step <= n + 1]
-        for change in self.changes:
-            method.set(**{change.name: change.new})
-        for (table, m), columns in tables.items():
-            keep = [i for i, step in enumerate(columns["step"]) if step <= self._steps[m]]
-            (self.points if table == "points" else self.steps)[m] = {k: [v[i] for i in keep]
-                                                                      for k, v in columns.items()}
+FRAME_DPI = 100  # the lab's frames: at 72 dpi its legend and labels were too small to read
 
 
 class LiveView:
@@ -630,7 +382,7 @@ class LiveView:
     """
 
     def __init__(self, lab: LiveLab, show: Callable[[bytes, dict], None], max_fps: float = 2.0,
-                 max_busy: float = 0.2, fig=None, dpi: int = 72):
+                 max_busy: float = 0.2, fig=None, dpi: int = FRAME_DPI):
         if not max_fps > 0 or not 0 < max_busy <= 1:
             raise ConfigError(f"max_fps must be > 0 and max_busy in (0, 1], got {max_fps} and {max_busy}")
         from matplotlib.figure import Figure  # a figure without pyplot: safe to draw outside the main thread
@@ -665,6 +417,7 @@ class LiveView:
         snap = self.lab.snapshot()
         if snap["version"] == self._drawn_version:
             return None
+        snap.update(status=status_line(self.lab), title=title(self.lab))
         start, cpu = time.perf_counter(), time.thread_time()
         viz.plot_lab(snap, fig=self.fig)
         png = io.BytesIO()

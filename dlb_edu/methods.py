@@ -1,10 +1,10 @@
 """DLB and the regularizers it is compared with, as loss objects on one training loop.
 
 The DLB paper's claims are comparative: Shen et al. (CVPR 2022) set DLB beside other ways of training a network on
-soft targets without a pre-trained teacher. Each method here is one small class with the same three calls from the
-trainer:
+soft targets without a pre-trained teacher. Each method here is one small class with the same calls from the trainer:
 
     calls = method.forward_calls(batch, forward)          # which rows each forward call takes, with gradient or not
+    teacher = method.cached_logits(batch)                 # what the step records: DLB's teacher logits, else None
     loss, ce, consistency = method.loss(logits, y, batch, epoch, mix, idx)   # before backward
     method.after_step(batch, logits, idx)                 # remember what this step teaches a later one
 
@@ -86,6 +86,10 @@ class Method:
         ce = cross_entropy(logits, y, mix)
         return ce, ce, ce.new_zeros(())
 
+    def cached_logits(self, batch) -> torch.Tensor | None:
+        """The logits kept from an earlier step that this batch's loss pulls toward (None here)."""
+        return None
+
     def after_step(self, batch, logits: torch.Tensor, idx: torch.Tensor | None = None) -> None:
         pass
 
@@ -135,9 +139,13 @@ class DLB(Method):
             return super().forward_calls(batch, forward)
         return [(slice(r, len(batch)), True), (slice(0, r), True)]
 
+    def cached_logits(self, batch):
+        """The cached logits of the repeated half (the last step's fresh half). None at the first step of a run, or
+        of an epoch without carry-over: the loss is plain cross-entropy then."""
+        return self.cache.get() if batch.num_repeated > 0 else None
+
     def loss(self, logits, y, batch, epoch, mix=None, idx=None):
-        # No cache at the first step of a run, or of an epoch without carry-over: plain cross-entropy then.
-        cached = self.cache.get(batch.repeated) if batch.num_repeated > 0 else None
+        cached = self.cache.get(batch.repeated) if batch.num_repeated > 0 else None  # checked: the same samples
         return dlb_loss(logits, y, cached, self.temperature, self.alpha, ce=cross_entropy(logits, y, mix))
 
     def after_step(self, batch, logits, idx=None):

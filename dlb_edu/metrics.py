@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from .seeds import derive_seed
+
+
+def probe_indices(num_samples: int, size: int, seed: int) -> torch.Tensor:
+    """The probe set: ``size`` training images drawn at random from the run's seed, the same every epoch. One
+    permutation per seed, so a smaller probe set (the live lab's every K steps) is the start of a larger one."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(derive_seed(seed)))[:size]
+
 
 def flip_rate(prev_probs: torch.Tensor, probs: torch.Tensor) -> float:
     """Fraction of samples whose arg-max class differs between two predictions."""

@@ -20,29 +20,29 @@ stopped and resumed ends exactly where an uninterrupted run ends: bit for bit on
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from . import distributed, metrics
+from . import checkpoint, distributed, metrics
 from .augment import Augmenter
+from .cache import SoftTargetCache
 from .config import PRESETS, TrainConfig, resolve_device, resolve_precision
 from .data import ImageData, check_trainable, load_dataset, normalize, random_crop_flip
 from .epoch_stats import EpochStats
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError
 from .methods import build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
 from .projection import Projection, RunCost, check_budget_minutes, duration
-from .run_dir import (CHECKPOINT, HISTORY_COLUMNS, RunDir, atomic_write, position, read_history_csv,
-                      replacement_pending)
+from .run_dir import CHECKPOINT, HISTORY_COLUMNS, RunDir, read_history_csv, replacement_pending
 from .sampling import step_seed
 from .seeds import derive_seed
 from .tensorboard_log import TensorBoardLog
@@ -50,7 +50,22 @@ from .tensorboard_log import TensorBoardLog
 __all__ = ["Trainer", "train", "compare", "run_experiment", "measure_costs", "project", "epochs_done",
            "prepare_data", "git_revision"]  # the settings' names: dlb_edu.config
 
-OnStep = Callable[["Trainer", torch.Tensor], None]
+
+
+class StepRecord(NamedTuple):
+    """What one training step did: :meth:`Trainer.train_step` returns it and ``on_step(trainer, record)`` receives
+    it. The tensors are the step's own, detached, on the training device (no step waits to read them: a reader
+    calls ``.item()`` or ``.cpu()`` when it needs a number)."""
+    loss: torch.Tensor               # what the step minimized: ce + the method's weight * consistency
+    ce: torch.Tensor                 # the method's cross-entropy
+    consistency: torch.Tensor        # its extra term (DLB: the KL on the repeated half); zero where it has none
+    logits: torch.Tensor             # the batch's logits the loss scored, before the step's update (rows as in batch)
+    teacher: torch.Tensor | None     # DLB: the cached logits of the repeated half the consistency term pulled toward
+    y: torch.Tensor                  # the batch's labels
+    batch: list                      # the sampler's batch: its data set indices (DLB's: the repeated half first)
+
+
+OnStep = Callable[["Trainer", StepRecord], None]
 
 
 class Trainer:
@@ -69,13 +84,9 @@ class Trainer:
         self.rank, self.world_size = distributed.rank_and_world_size()
         distributed.check_supported(cfg, self.world_size)
         self.progress = progress and self.rank == 0
-        # Speed: a fused optimizer step on CUDA, channels_last activations, autocast by device (config.resolve_precision)
-        self.gpu_speedups = self.device.type == "cuda" and cfg.gpu_speedups == "auto"
-        self.precision = resolve_precision(cfg.precision, self.device)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.memory_format = torch.contiguous_format if cfg.channels_last == "off" else torch.channels_last
-        # fp16 needs its loss scaled against underflow; the scaler's state is in the checkpoint, so resume is exact.
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        # Speed: a fused optimizer step on CUDA, channels_last activations, autocast by device, fp16's loss scaler.
+        self.gpu_speedups, self.precision, self.amp_dtype, self.memory_format, self.scaler = speed_settings(
+            cfg, self.device)
         _set_backend_flags(self.device, cfg)
         self.run_dir = RunDir(out_dir) if out_dir is not None else None
         if resume and self.run_dir is None:
@@ -85,48 +96,24 @@ class Trainer:
         self.x_train, self.y_train = self.data.x_train.to(self.device), self.data.y_train.to(self.device)
         self.x_test, self.y_test = self.data.x_test.to(self.device), self.data.y_test.to(self.device)
         self.mean, self.std = self.data.mean.to(self.device), self.data.std.to(self.device)
-        torch.manual_seed(derive_seed(cfg.seed))
-        self.model = build_model(cfg.arch, self.data.num_classes).to(self.device, memory_format=self.memory_format)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr_at(0), momentum=cfg.momentum,
-                                         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
-                                         **({"fused": True} if self.gpu_speedups else {}))
         # `self.net` is what the step calls: the model, maybe wrapped for several processes, maybe compiled.
-        self.net = self.model
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            cuda = self.device.type == "cuda"
-            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None)
-        if cfg.compile:
-            self.net = torch.compile(self.net)
+        self.model, self.optimizer, self.net = build_network(cfg, self.data.num_classes, self.device,
+                                                             self.memory_format, self.gpu_speedups, self.world_size)
         self.method = build_method(cfg, self.y_train, self.data.num_classes)
         # Plain batches, DLB's overlapping ones, or CS-KD's class pairs; it checks the batch size against the data.
         self.sampler = self.method.batch_sampler(len(self.x_train), cfg.batch_size, seed=cfg.seed,
                                                  carry_over=cfg.carry_over, rank=self.rank, world_size=self.world_size)
         self.augment = Augmenter(cfg.augment, cfg.cutout_size, cfg.mix_alpha, cfg.cutmix_prob)
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed))
-        self.probe_idx = torch.randperm(len(self.x_train), generator=g)[: cfg.probe_size].to(self.device)
-        self.prev_probe_probs: torch.Tensor | None = None
-        self.history: list[dict] = []
+        self.probe_idx = metrics.probe_indices(len(self.x_train), cfg.probe_size, cfg.seed).to(self.device)
+        self.prev_probe_probs, self.history = None, []  # the last epoch's probe predictions; one row per epoch
         self.stats = EpochStats(0, self.device)
-
         if self.run_dir is not None:
-            state = self.run_dir.open(cfg.to_dict(), resume, force)  # this trainer now owns the folder
-            try:
-                if state is not None:
-                    self.load_state_dict(state)  # may refuse: nothing in the folder is written before this
-                self.run_dir.start(cfg.to_dict())
-                if state is not None:
-                    self.run_dir.write_outputs(self.history, self.summary())  # replace any stale ones
-            except BaseException:
-                self.run_dir.close()  # a refused trainer does not keep the folder (a notebook keeps the traceback)
-                raise
-        self.tensorboard = None
-        if cfg.tensorboard and self.run_dir is not None and self.rank == 0:
-            self.tensorboard = TensorBoardLog(self.run_dir.path, self.steps_done)
+            checkpoint.open_folder(self, resume, force)  # this trainer now owns the folder, maybe resumed from it
+        logged = cfg.tensorboard and self.run_dir is not None and self.rank == 0
+        self.tensorboard = TensorBoardLog(self.run_dir.path, self.steps_done) if logged else None
 
     def close(self) -> None:
-        """Give up the output folder, so that another Trainer (or LiveLab) may use it. Training to the end does this
-        too, and so does garbage collection; a closed trainer writes nothing more there."""
+        """Give up the output folder for another owner (training to the end does it too); it writes nothing more."""
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.run_dir is not None:
@@ -138,9 +125,7 @@ class Trainer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -----------------------------------------------------------------------------------------------------------
-    # The loop
-    # -----------------------------------------------------------------------------------------------------------
+    # The loop: epochs, steps, evaluation -----------------------------------------------------------------------
 
     def epochs(self, on_step: OnStep | None = None) -> Iterator[dict]:
         """Train until ``config.epochs``; yield each epoch's history row as it finishes. See ``train_epoch``."""
@@ -155,9 +140,9 @@ class Trainer:
     def train_epoch(self, on_step: OnStep | None = None) -> dict:
         """Train the rest of the current epoch; return its history row.
 
-        ``on_step(trainer, loss)`` runs after every optimizer step, with the run in a consistent state: it may read
-        or change ``trainer.method``'s settings, save a checkpoint, or raise to stop (a later ``train_epoch``
-        continues from the next step).
+        ``on_step(trainer, record)`` runs after every optimizer step with its :class:`StepRecord`, the run in a
+        consistent state: it may read the record, change ``trainer.method``'s settings through their checks (DLB's
+        ``set``), save a checkpoint, or raise to stop (a later ``train_epoch`` continues from the next step).
         """
         cfg, epoch = self.config, self.sampler.epoch
         if self.run_dir is not None:
@@ -170,18 +155,13 @@ class Trainer:
                             desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}")
         try:
             for batch in self.sampler:
-                try:
-                    loss = self.train_step(batch, epoch, self.sampler.step - 1)
-                except ValueError as e:
-                    if "Expected more than 1 value per channel" not in str(e):
-                        raise
-                    self.close()  # a setting this data cannot train with: the run goes no further
-                    raise ConfigError(_one_image_batch_norm_text(self, batch)) from None
+                with _refusing_one_image_batch_norm(self, batch):
+                    record = self.train_step(batch, epoch, self.sampler.step - 1)
                 bar.update(1)
                 if self.tensorboard is not None:
-                    self.tensorboard.step(self.steps_done, loss.item())
+                    self.tensorboard.step(self.steps_done, record.loss.item())
                 if on_step is not None:
-                    on_step(self, loss)
+                    on_step(self, record)
                 if (self.run_dir is not None and cfg.checkpoint_every
                         and self.sampler.step % cfg.checkpoint_every == 0 and self.sampler.step < steps):
                     self.stats.time_s += time.perf_counter() - start
@@ -192,27 +172,26 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # once per epoch, so the epoch time covers the queued GPU work
         self.stats.time_s += time.perf_counter() - start
-        self._stop_if_diverged()
-        row = {"epoch": epoch + 1, **self.stats.row(), **self._evaluate_epoch(), "lr": cfg.lr_at(epoch)}
+        checkpoint.stop_if_diverged(self)  # before the evaluation
+        row = {"epoch": epoch + 1, **self.stats.row(), **epoch_measurements(self), "lr": cfg.lr_at(epoch)}
         row = {k: row[k] for k in HISTORY_COLUMNS}
-        self._stop_if_diverged(row)  # before the row is kept or saved
+        checkpoint.stop_if_diverged(self, row)  # before the row is kept or saved: the checkpoint below needs no other
         self.history.append(row)
         if self.tensorboard is not None:
             self.tensorboard.epoch(row, self.steps_done)
         self.stats = EpochStats(self.sampler.epoch, self.device)
         if self.run_dir is not None:
-            self.save_checkpoint()
+            checkpoint.save(self, checked=True)
             self.run_dir.write_outputs(self.history, self.summary())
         return row
 
-    def train_step(self, batch, epoch: int, step: int) -> torch.Tensor:
-        """One optimizer step on a batch of the sampler; return its loss, detached."""
+    def train_step(self, batch, epoch: int, step: int) -> StepRecord:
+        """One optimizer step on a batch of the sampler; return what it did (:class:`StepRecord`)."""
         idx = torch.as_tensor(batch)
         if self.device.type == "cuda":  # a pinned, non-blocking copy: the host queues the step without waiting
             idx = idx.pin_memory().to(self.device, non_blocking=True)
         gen = torch.Generator(self.device).manual_seed(step_seed(self.config.seed, epoch, step, self.rank))
-        x = normalize(random_crop_flip(self.x_train[idx], generator=gen), self.mean, self.std)
-        x, mix = self.augment(x, batch, gen)  # cutout, mixup or CutMix, each part of the batch on its own
+        x, mix = self.inputs(idx, batch, gen)
         x = x.contiguous(memory_format=self.memory_format)
         y = self.y_train[idx]
         with self._autocast():
@@ -223,6 +202,7 @@ class Trainer:
                 with torch.set_grad_enabled(with_grad):
                     out.append((rows.start, self.net(x[rows])))
             logits = out[0][1] if len(out) == 1 else torch.cat([o for _, o in sorted(out, key=lambda o: o[0])])
+        teacher = self.method.cached_logits(batch)  # DLB's teacher, read before after_step replaces them
         loss, ce, consistency = self.method.loss(logits, y, batch, epoch, mix, idx)  # DLB's loss, or a rival's
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # the identity unless fp16
@@ -231,7 +211,14 @@ class Trainer:
         self.method.after_step(batch, logits, idx)  # DLB caches the fresh half's logits, PS-KD stores predictions
         scored_logits, scored_y = logits[batch.scored], y[batch.scored]  # DLB: the fresh half; CS-KD: the anchors
         self.stats.add(loss, ce, consistency, (scored_logits.argmax(1) == scored_y).sum(), len(scored_y))
-        return loss.detach()
+        return StepRecord(loss.detach(), ce.detach(), consistency.detach(), logits.detach(), teacher, y, batch)
+
+    def inputs(self, idx: torch.Tensor, batch, generator: torch.Generator):
+        """``(x, mix)``: the batch's training images as a step sees them: cropped, flipped, normalized with the
+        run's channel statistics, then cutout, mixup or CutMix (each part of the batch on its own), from
+        ``generator``."""
+        x = normalize(random_crop_flip(self.x_train[idx], generator=generator), self.mean, self.std)
+        return self.augment(x, batch, generator)
 
     @torch.no_grad()
     def predict(self, x_uint8: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -249,25 +236,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                               enabled=self.amp_dtype is not None)
 
-    def evaluate(self) -> dict:
-        """Test loss (NLL), accuracy and expected calibration error."""
-        probs = self.predict(self.x_test)
-        nll = F.nll_loss(probs.clamp_min(1e-12).log(), self.y_test).item()
-        acc = (probs.argmax(1) == self.y_test).float().mean().item()
-        return {"loss": nll, "acc": acc, "ece": metrics.expected_calibration_error(probs.cpu(), self.y_test.cpu())}
-
-    def _evaluate_epoch(self) -> dict:
-        """The end-of-epoch measurements: the test set, and the stability of the probe set's predictions."""
-        test = self.evaluate()
-        probs = self.predict(self.x_train[self.probe_idx])
-        prev, self.prev_probe_probs = self.prev_probe_probs, probs
-        return {"test_loss": test["loss"], "test_acc": test["acc"], "ece": test["ece"],
-                "probe_flip_rate": float("nan") if prev is None else metrics.flip_rate(prev, probs),
-                "probe_kl": float("nan") if prev is None else metrics.mean_kl(prev, probs)}
-
-    # -----------------------------------------------------------------------------------------------------------
-    # Bookkeeping: running to the end, summary, divergence, checkpoints
-    # -----------------------------------------------------------------------------------------------------------
+    # Bookkeeping: running to the end, the summary, the checkpoint ----------------------------------------------
 
     def run(self) -> dict:
         """Train to the end; return the summary."""
@@ -281,111 +250,24 @@ class Trainer:
         return self.sampler.epoch * len(self.sampler) + self.sampler.step
 
     @property
-    def cache(self):
+    def cache(self) -> SoftTargetCache:
         """DLB's soft-target cache (an empty one for the other methods, which keep none)."""
-        from .cache import SoftTargetCache
-        cache = getattr(self.method, "cache", None)
-        return cache if cache is not None else SoftTargetCache()
+        return getattr(self.method, "cache", None) or SoftTargetCache()
 
     def summary(self) -> dict:
-        last = self.history[-1] if self.history else {}
-        return {
-            "method": self.config.method, "dataset": self.config.dataset, "arch": self.config.arch,
-            "epochs": len(self.history), "forward": self.config.forward, "seed": self.config.seed,
-            "final_test_acc": last.get("test_acc"),
-            "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
-            "train_time_s": sum(h["epoch_time_s"] for h in self.history),
-            "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-            "processes": self.world_size, "precision": self.precision,
-            "channels_last": self.memory_format == torch.channels_last,
-            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
-            **_backend_flags(self.device),
-            "params": count_parameters(self.model),
-            "cache_bytes": self.method.nbytes,  # what the method keeps between steps: DLB's cache, PS-KD's table
-            "label_noise_realized": self.label_noise_realized,
-            "torch": torch.__version__, "git_rev": git_revision(),
-        }
+        """The run in one dict (summary.json): what trained, how, on what, and its final and best test accuracy."""
+        return run_summary(self)
 
-    def _stop_if_diverged(self, row: dict | None = None) -> None:
-        """Raise TrainingDiverged if a loss, a weight or the epoch's evaluation is not finite (on every process)."""
-        bad_step = self.stats.first_non_finite_step()
-        weights = [t for t in self.model.state_dict().values() if t.is_floating_point()]
-        weights_finite = bool(torch.stack([torch.isfinite(t).all() for t in weights]).all())
-        bad_eval = [k for k in ("test_loss", "ece") if row is not None and not math.isfinite(row[k])]
-        if not distributed.any_process(bad_step is not None or not weights_finite or bool(bad_eval), self.device):
-            return
-        where = position(self.sampler.state_dict())
-        if bad_step is not None:
-            what = (f"the loss became {self.stats.step_losses[bad_step].item()} at epoch {self.stats.epoch + 1}, "
-                    f"step {bad_step + 1}")
-        elif not weights_finite:
-            what = f"the weights are no longer finite ({where})"
-        else:
-            what = f"the evaluation is not finite ({', '.join(bad_eval)}, {where})"
-        kept = "" if self.run_dir is None else "; " + self.run_dir.where_the_last_checkpoint_is()
-        self.close()  # the run cannot go on: a new Trainer (resume=True) continues from the last finite checkpoint
-        raise TrainingDiverged(f"{what}: lower --lr or --alpha{kept}")
-
+    # The checkpoint (dlb_edu.checkpoint): what a resumed run needs, and the check that nothing kept is non-finite.
     def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue bit for bit (on a CPU; on CUDA with ``deterministic``); with
-        several processes, every rank's part."""
-        ranks = distributed.gather({"sampler": self.sampler.state_dict(), "method": self.method.state_dict(),
-                                    "stats": self.stats.state_dict()})
-        return {
-            "config": self.config.to_dict(),
-            "classes": list(self.data.classes),
-            "world_size": self.world_size,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "ranks": ranks,
-            "prev_probe_probs": None if self.prev_probe_probs is None else self.prev_probe_probs.cpu(),
-            "history": self.history,
-            "torch_rng": torch.get_rng_state(),
-            "scaler": self.scaler.state_dict(),  # empty unless fp16
-        }
+        return checkpoint.state_of(self)
 
     def load_state_dict(self, state: dict) -> None:
-        if list(state["classes"]) != list(self.data.classes):
-            raise ConfigError(f"the data set's classes changed since the checkpoint was written: it had "
-                              f"{_classes_text(state['classes'])}, it now has {_classes_text(self.data.classes)}; "
-                              f"restore them or pass --force to start a new run")
-        if state["world_size"] != self.world_size:
-            raise ConfigError(f"the checkpoint was written by {state['world_size']} processes, this run has "
-                              f"{self.world_size}")
-        mine = state["ranks"][self.rank]
-        if mine["sampler"]["epoch"] > self.config.epochs:
-            raise ConfigError(f"the checkpoint is at epoch {mine['sampler']['epoch']}, past --epochs "
-                              f"{self.config.epochs}")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.sampler.load_state_dict(mine["sampler"])
-            self.method.load_state_dict(mine["method"], self.device)
-            self.stats.load_state_dict(mine["stats"], self.device)
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise ConfigError(f"the checkpoint does not fit this run ({type(e).__name__}): delete it or pass "
-                              f"--force") from None
-        probs = state["prev_probe_probs"]
-        self.prev_probe_probs = None if probs is None else probs.to(self.device)
-        self.history = list(state["history"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("scaler"):  # absent from checkpoints written before fp16 existed
-            self.scaler.load_state_dict(state["scaler"])
+        checkpoint.restore(self, state)
 
     def save_checkpoint(self, path: str | Path | None = None) -> None:
-        """Write the checkpoint atomically, never one with non-finite weights (TrainingDiverged then). Collective when
-        several processes train; ``path`` (optional) writes a copy elsewhere, outside the run folder's bookkeeping."""
-        self._stop_if_diverged()
-        state = self.state_dict()
-        if path is not None:
-            if self.rank == 0:
-                atomic_write(Path(path), lambda p: torch.save(state, p))
-        elif self.run_dir is None:
-            raise ConfigError("save_checkpoint needs an output folder (out_dir) or a path")
-        else:
-            self.run_dir.save_checkpoint(state)
+        """Write the checkpoint (``path``: a copy elsewhere), never one with non-finite weights (TrainingDiverged)."""
+        checkpoint.save(self, path)
 
 
 def check_arguments(config, data=None, out_dir=None, **flags) -> None:
@@ -403,6 +285,35 @@ def check_arguments(config, data=None, out_dir=None, **flags) -> None:
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
+def speed_settings(cfg: TrainConfig, device: torch.device) -> tuple:
+    """``(gpu_speedups, precision, amp_dtype, memory_format, scaler)`` of a run on ``device``: a fused optimizer step
+    on CUDA, the precision by device (:func:`~dlb_edu.config.resolve_precision`; ``amp_dtype`` None for fp32), the
+    activations' memory format, and the gradient scaler (fp16 needs its loss scaled against underflow; the
+    scaler's state is in the checkpoint, so resume is exact)."""
+    precision = resolve_precision(cfg.precision, device)
+    return (device.type == "cuda" and cfg.gpu_speedups == "auto", precision,
+            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision),
+            torch.contiguous_format if cfg.channels_last == "off" else torch.channels_last,
+            torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
+
+
+def build_network(cfg: TrainConfig, num_classes: int, device: torch.device, memory_format, fused: bool,
+                  world_size: int):
+    """``(model, optimizer, net)``: the model initialized from the run's seed, its SGD, and what the step calls (the
+    model, wrapped for several processes, compiled if asked)."""
+    torch.manual_seed(derive_seed(cfg.seed))
+    model = build_model(cfg.arch, num_classes).to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_at(0), momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay, **({"fused": True} if fused else {}))
+    net = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return model, optimizer, net
 
 
 def prepare_data(config: TrainConfig, data: ImageData | None) -> tuple[ImageData, float]:
@@ -431,6 +342,40 @@ def _set_backend_flags(device: torch.device, cfg: TrainConfig) -> None:
     torch.use_deterministic_algorithms(cfg.deterministic)  # both ways: a later run of the process is not left on
 
 
+def epoch_measurements(trainer: Trainer) -> dict:
+    """The end-of-epoch measurements: the test set's loss (NLL), accuracy and expected calibration error, and the
+    stability of the probe set's predictions since the epoch before (kept in the trainer for the next epoch)."""
+    test = trainer.predict(trainer.x_test)
+    probs = trainer.predict(trainer.x_train[trainer.probe_idx])
+    prev, trainer.prev_probe_probs = trainer.prev_probe_probs, probs
+    return {"test_loss": F.nll_loss(test.clamp_min(1e-12).log(), trainer.y_test).item(),
+            "test_acc": (test.argmax(1) == trainer.y_test).float().mean().item(),
+            "ece": metrics.expected_calibration_error(test.cpu(), trainer.y_test.cpu()),
+            "probe_flip_rate": float("nan") if prev is None else metrics.flip_rate(prev, probs),
+            "probe_kl": float("nan") if prev is None else metrics.mean_kl(prev, probs)}
+
+
+def run_summary(trainer: Trainer) -> dict:
+    """:meth:`Trainer.summary`."""
+    dev, last = trainer.device, trainer.history[-1] if trainer.history else {}
+    return {
+        "method": trainer.config.method, "dataset": trainer.config.dataset, "arch": trainer.config.arch,
+        "epochs": len(trainer.history), "forward": trainer.config.forward, "seed": trainer.config.seed,
+        "final_test_acc": last.get("test_acc"),
+        "best_test_acc": max((h["test_acc"] for h in trainer.history), default=None),
+        "train_time_s": sum(h["epoch_time_s"] for h in trainer.history),
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "processes": trainer.world_size, "precision": trainer.precision,
+        "channels_last": trainer.memory_format == torch.channels_last,
+        "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+        **_backend_flags(dev),
+        "params": count_parameters(trainer.model),
+        "cache_bytes": trainer.method.nbytes,  # what the method keeps between steps: DLB's cache, PS-KD's table
+        "label_noise_realized": trainer.label_noise_realized,
+        "torch": torch.__version__, "git_rev": git_revision(),
+    }
+
+
 def _backend_flags(device: torch.device) -> dict:
     if device.type != "cuda":
         return {"tf32_matmul": None, "tf32_cudnn": None, "cudnn_benchmark": None, "deterministic_algorithms":
@@ -440,7 +385,20 @@ def _backend_flags(device: torch.device) -> dict:
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
 
 
-def _one_image_batch_norm_text(trainer: "Trainer", batch) -> str:
+@contextlib.contextmanager
+def _refusing_one_image_batch_norm(trainer: Trainer, batch):
+    """A step that fails in BatchNorm on one value per channel closes the run (a setting this data cannot train
+    with: the run goes no further) and raises ConfigError in one line saying why."""
+    try:
+        yield
+    except ValueError as e:
+        if "Expected more than 1 value per channel" not in str(e):
+            raise
+        trainer.close()
+        raise ConfigError(_one_image_batch_norm_text(trainer, batch)) from None
+
+
+def _one_image_batch_norm_text(trainer: Trainer, batch) -> str:
     """Why a step failed in BatchNorm: a forward call of one image whose feature map has shrunk to 1x1, so there is
     one value per channel to normalize (the smallest images an architecture takes, a last batch of one image)."""
     cfg = trainer.config
@@ -450,11 +408,6 @@ def _one_image_batch_norm_text(trainer: "Trainer", batch) -> str:
             f"{cfg.arch}'s BatchNorm sees a 1x1 map on {w}x{h} images: one value per channel cannot be normalized; "
             f"choose a --batch-size that leaves no batch of one image ({len(trainer.x_train)} training images)"
             f"{', not --forward split with --batch-size 1' if cfg.forward == 'split' else ''}, or larger images")
-
-
-def _classes_text(classes) -> str:
-    classes = list(classes)
-    return f"{len(classes)} ({', '.join(map(str, classes[:8]))}{', ...' if len(classes) > 8 else ''})"
 
 
 def _progress_bar(**kwargs):

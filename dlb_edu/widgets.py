@@ -27,7 +27,7 @@ from . import reference, viz
 from .config import TEACHING_RANGES, TrainConfig
 from .data import ImageData, load_dataset
 from .errors import ConfigError, TrainingDiverged
-from .lab import LiveLab, LiveView, default_every, lab_config
+from .lab import FRAME_DPI, LiveLab, LiveView, default_every, lab_config
 from .losses import consistency_loss, dlb_loss
 from .sampling import DLBBatch, DLBBatchSampler, PlainBatchSampler
 from .smoke import SMOKE_CONFIG, smoke_mode
@@ -320,7 +320,6 @@ class StabilityApp(_App):
 # Notebook 04b: the live lab
 # ---------------------------------------------------------------------------------------------------------------
 
-LAB_DPI = 100  # the lab's frames: at 72 dpi its legend and labels were too small to read
 
 
 def _error_html(message: str) -> str:
@@ -372,7 +371,7 @@ class LabApp(_App):
         self.inspect_button = W.Button(description="Inspect", icon="search")
         self.inspector_text = W.HTML()
         self.inspector = W.Image(format="png", layout=W.Layout(display="none"))  # shown at the first Inspect
-        self.fig = Figure(figsize=(12, 6.5), dpi=LAB_DPI)  # drawn by the view's thread only, once a run started
+        self.fig = Figure(figsize=(12, 6.5), dpi=FRAME_DPI)  # drawn by the view's thread only, once a run started
         self.inspector_fig = Figure(figsize=(12, 3.4), dpi=72)
         self.lab: LiveLab | None = None
         self.view: LiveView | None = None
@@ -431,7 +430,7 @@ class LabApp(_App):
         if self.view is not None:
             self.view.stop()  # the last run's view has drawn its last frame, or is told to stop now
         self.lab, self.inspection = lab, None
-        self.view = LiveView(lab, self._frame, max_fps=self.max_fps, fig=self.fig, dpi=LAB_DPI)
+        self.view = LiveView(lab, self._frame, max_fps=self.max_fps, fig=self.fig)
         lab.start()
         self.view.start()
         self._buttons()

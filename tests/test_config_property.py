@@ -76,7 +76,7 @@ def train_one_step(cfg: TrainConfig) -> None:
     """Build the run and train its first step (and a second one: DLB's first with a cached teacher)."""
     trainer = Trainer(cfg, data=SYNTHETIC if cfg.dataset == "synthetic" else None, progress=False)
     batches = iter(trainer.sampler)
-    loss = trainer.train_step(next(batches), 0, 0)
+    loss = trainer.train_step(next(batches), 0, 0).loss
     assert loss.ndim == 0 and math.isfinite(loss.item())  # computed before the first update
     if len(trainer.sampler) > 1:
         trainer.train_step(next(batches), 0, 1)  # may diverge with an absurd lr, but must not raise

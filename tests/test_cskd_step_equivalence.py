@@ -65,7 +65,7 @@ def test_cs_kd_split_step_equals_the_authors_two_calls_in_float64(monkeypatch):
         batch = next(batches)
         assert (data.y_train[batch.anchors] == data.y_train[batch.pairs]).all()
         calls.clear()
-        ours = trainer.train_step(batch, 0, step)
+        ours = trainer.train_step(batch, 0, step).loss
         our_grads = [p.grad.clone() for p in trainer.model.parameters()]
         # Two calls: the anchors with gradient, then the pairs without.
         assert [(len(x), grad) for x, grad in calls] == [(8, True), (8, False)]

@@ -2,7 +2,7 @@
 
 Every test pauses the lab at a chosen step (``pause(at_step=...)``) or lets it finish, so nothing races: the
 threads take turns one step each and the gate before each DLB step is the only place where the lab pauses, stops
-or changes T and alpha. The oracles are independent of the lab: a spy in front of DLB's loss call that recomputes
+or changes T and alpha. The oracles are independent of the lab: a observer of DLB's step records that recomputes
 :func:`~dlb_edu.losses.dlb_loss`, plain :class:`~dlb_edu.train.Trainer` runs, autograd, and the CLI's ``--resume``.
 """
 import dataclasses
@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 from dlb_edu import viz  # noqa: E402
 from dlb_edu.config import TrainConfig  # noqa: E402
 from dlb_edu.errors import ConfigError  # noqa: E402
-from dlb_edu.lab import Change, LiveLab, LiveView, consistency_gradient, step_kl, steps_done  # noqa: E402
+from dlb_edu.lab import Change, LiveLab, LiveView, consistency_gradient, step_kl  # noqa: E402
+from dlb_edu.lab_status import status_line  # noqa: E402
 from dlb_edu.losses import consistency_loss, dlb_loss  # noqa: E402
 from dlb_edu.train import Trainer  # noqa: E402
 
@@ -46,21 +47,22 @@ def make_lab(cli_synthetic, **kwargs) -> LiveLab:
     return LiveLab(CONFIG, data=cli_synthetic, every=EVERY, probe_size=64, **kwargs)
 
 
-def spy_on_dlb_loss(lab: LiveLab) -> list[dict]:
-    """Record every call of DLB's loss: its inputs, the cached teacher, the alpha and T it read and its result."""
-    method = lab.trainers["dlb"].method
-    inner, calls = method.loss, []
+def watching_lab(cli_synthetic, **kwargs) -> tuple[LiveLab, list[dict]]:
+    """A lab with an observer of DLB's steps (``on_step``): what each step returned (its record), the alpha and T
+    the method held then, and the fresh half's logits, which DLB caches for the next step's teacher."""
+    calls = []
 
-    def spy(logits, y, batch, *args, **kwargs):
-        cached = method.cache.get() if batch.num_repeated else None
-        out = inner(logits, y, batch, *args, **kwargs)
-        calls.append({"logits": logits.detach().clone(), "y": y.clone(), "r": batch.num_repeated,
-                      "cached": None if cached is None else cached.clone(), "alpha": method.alpha,
-                      "temperature": method.temperature, "loss": out[0].detach().clone()})
-        return out
+    def watch(trainer, rec):
+        assert "loss" not in vars(trainer.method)  # nobody replaced the method's loss on the instance
+        if trainer.config.method != "dlb":
+            return
+        r = rec.batch.num_repeated
+        calls.append({"logits": rec.logits.clone(), "y": rec.y.clone(), "r": r,
+                      "cached": None if rec.teacher is None else rec.teacher.clone(), "alpha": trainer.method.alpha,
+                      "temperature": trainer.method.temperature, "loss": rec.loss.clone(),
+                      "fresh": rec.logits[r:].float().clone()})
 
-    method.loss = spy
-    return calls
+    return make_lab(cli_synthetic, on_step=watch, **kwargs), calls
 
 
 def final_weights(trainer: Trainer) -> dict:
@@ -80,9 +82,9 @@ def plain_runs(cli_synthetic, alpha_from: dict[int, float]) -> dict:
     for method in ("baseline", "dlb"):
         trainer = Trainer(dataclasses.replace(CONFIG, method=method), data=cli_synthetic, progress=False)
 
-        def on_step(t, loss):
-            if steps_done(t) + 1 in alpha_from:
-                t.method.alpha = alpha_from[steps_done(t) + 1]
+        def on_step(t, record):
+            if t.config.method == "dlb" and t.steps_done + 1 in alpha_from:  # the baseline has no alpha
+                t.method.set(alpha=alpha_from[t.steps_done + 1])
 
         for _ in trainer.epochs(on_step=on_step):
             pass
@@ -95,8 +97,7 @@ def stopped(cli_synthetic, tmp_path_factory):
     """A lab paused after step 4, alpha raised to 2.5, resumed, paused after step 7 and stopped, with an output
     folder; the DLB loss calls seen by a spy; the inspector at step 7."""
     out = tmp_path_factory.mktemp("lab")
-    lab = make_lab(cli_synthetic, out_dir=out)
-    calls = spy_on_dlb_loss(lab)
+    lab, calls = watching_lab(cli_synthetic, out_dir=out)
     lab.pause(at_step=4)
     lab.start()
     assert lab.wait_paused(timeout=120) == 4
@@ -118,10 +119,10 @@ def stopped(cli_synthetic, tmp_path_factory):
 def test_stop_joins_both_threads_at_the_same_step(stopped):
     lab = stopped["lab"]
     assert lab.state == "stopped" and lab.ended and lab.wait(timeout=0)
-    assert all(not t.is_alive() for t in lab._threads)
-    assert [steps_done(t) for t in lab.trainers.values()] == [7, 7]
+    assert all(not t.is_alive() for t in lab.turns.threads)
+    assert [t.steps_done for t in lab.trainers.values()] == [7, 7]
     assert lab.history()["steps"]["dlb"]["step"] == list(range(1, 8))
-    assert "stopped after step 7/16" in lab.status_line()
+    assert "stopped after step 7/16" in status_line(lab)
 
 
 def test_the_change_is_recorded_at_the_first_step_that_uses_it(stopped):
@@ -135,6 +136,8 @@ def test_the_change_is_recorded_at_the_first_step_that_uses_it(stopped):
 def test_the_loss_uses_the_new_alpha_from_that_step_on(stopped):
     calls = stopped["calls"]
     assert len(calls) == 7 and calls[0]["cached"] is None and all(c["r"] == 32 for c in calls[1:])
+    for before, call in zip(calls, calls[1:]):  # the teacher the step used: the step before's fresh half
+        assert torch.equal(call["cached"], before["fresh"])
     for step, call in enumerate(calls, start=1):
         alpha = 1.0 if step < 5 else 2.5
         assert call["alpha"] == alpha
@@ -190,7 +193,7 @@ def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one
     assert a["changes"] == b["changes"] and a["steps"]["dlb"]["alpha"] == b["steps"]["dlb"]["alpha"]
     assert a["points"]["dlb"]["step"] == b["points"]["dlb"]["step"] == list(range(2, 17, 2))
 
-    # ... and the lab trains exactly what plain trainers train: its taps, probes and second forwards change nothing.
+    # ... and the lab trains exactly what plain trainers train: its observer, probes and second forwards change nothing.
     plain = plain_runs(cli_synthetic, {5: 2.5})
     for method in ("baseline", "dlb"):
         assert_same_weights(final_weights(uninterrupted.trainers[method]), plain[method])
@@ -285,9 +288,35 @@ def test_set_refuses_exactly_what_the_config_refuses_with_its_message(cli_synthe
     lab.stop()
 
 
-def test_a_change_before_start_is_the_first_step_s_value(cli_synthetic):
+def test_set_refuses_a_temperature_of_0_005_with_the_cli_s_message(cli_synthetic, capsys):
+    from dlb_edu import cli
+
+    assert cli.main([*CLI_ARGS, "--temperature", "0.005"]) == 2
+    cli_error = capsys.readouterr().err
     lab = make_lab(cli_synthetic)
-    calls = spy_on_dlb_loss(lab)
+    with pytest.raises(ConfigError) as caught:
+        lab.set("temperature", 0.005)
+    assert cli_error == f"dlb_edu: error: {caught.value}\n"
+    assert str(caught.value) == "temperature must be a number in [0.01, 100], got 0.005"
+    assert lab.knobs()["temperature"] == 3.0
+    lab.stop()
+
+
+def test_no_method_s_loss_is_replaced_on_its_instance_during_a_lab_run(cli_synthetic):
+    lab, calls = watching_lab(cli_synthetic)  # the observer asserts it at every step of both runs
+    lab.set("alpha", 2.0, at_step=2)
+    lab.pause(at_step=3)
+    lab.start()
+    assert lab.wait_paused(timeout=120) == 3
+    lab.stop(timeout=120)
+    assert lab.error is None and len(calls) == 3
+    for trainer in lab.trainers.values():
+        assert "loss" not in vars(trainer.method)
+        assert trainer.method.loss.__func__ is type(trainer.method).loss
+
+
+def test_a_change_before_start_is_the_first_step_s_value(cli_synthetic):
+    lab, calls = watching_lab(cli_synthetic)
     lab.set("temperature", 2.0)
     lab.pause(at_step=2)
     lab.start()

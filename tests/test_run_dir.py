@@ -18,7 +18,7 @@ import torch
 from dlb_edu.config import TrainConfig
 from dlb_edu.errors import ConfigError
 from dlb_edu.run_dir import atomic_write, read_history_csv
-from dlb_edu.lab import LiveLab, steps_done
+from dlb_edu.lab import LiveLab
 from dlb_edu.train import Trainer, compare
 
 
@@ -228,7 +228,7 @@ def test_a_live_lab_owns_its_folders_until_its_run_ends(tmp_path, synthetic):
     first.stop(timeout=120)
     trainer = Trainer(tiny(epochs=2, batch_size=32, method="dlb"), data=synthetic, out_dir=tmp_path / "dlb",
                       resume=True, progress=False)
-    assert steps_done(trainer) == 3  # the lab's Stop checkpoint, and the lab can write no more there
+    assert trainer.steps_done == 3  # the lab's Stop checkpoint, and the lab can write no more there
     trainer.run()
     with pytest.raises(ConfigError, match="has given up"):
         first.trainers["dlb"].save_checkpoint()

@@ -1,5 +1,6 @@
 """The trainer: a DLB step does what Algorithm 1 says, runs learn, outputs are written, resumes are exact, a
 diverged run stops without writing a non-finite checkpoint."""
+import copy
 import dataclasses
 import json
 import math
@@ -43,6 +44,36 @@ def test_first_step_is_plain_ce_then_the_cache_feeds_the_second(synthetic):
     trainer.train_step(second, 0, 1)
     assert trainer.stats.consistency_sum.item() > 0.0
     assert trainer.cache.indices.tolist() == second.fresh
+
+
+@pytest.mark.parametrize("method", ["baseline", "dlb"])
+def test_the_step_record_holds_what_the_step_computed(synthetic, method):
+    """The record against an independent computation: the logits of the step's inputs through the weights before the
+    update, the labels, DLB's teacher (the step before's fresh half) and the loss terms by hand."""
+    trainer = Trainer(tiny(method=method, forward="joint", precision="fp32"), data=synthetic, progress=False)
+    inputs, before, T, alpha = [], None, 3.0, 1.0
+    trainer.model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach().clone()))
+    for step, batch in zip(range(3), trainer.sampler):
+        weights, inputs[:] = copy.deepcopy(trainer.model), []
+        rec = trainer.train_step(batch, 0, step)
+        r, y = batch.num_repeated, trainer.y_train[torch.as_tensor(batch)]
+        assert rec.batch is batch and torch.equal(rec.y, y) and len(inputs) == 1
+        assert not any(t.requires_grad for t in (rec.loss, rec.ce, rec.consistency, rec.logits))
+        torch.testing.assert_close(rec.logits, weights(inputs[0]).detach(), rtol=1e-6, atol=1e-6)
+        ce = -torch.log_softmax(rec.logits, 1)[torch.arange(len(y)), y].mean()
+        if method == "baseline" or step == 0:
+            assert rec.teacher is None and rec.consistency == 0
+            consistency = torch.zeros(())
+        else:
+            assert torch.equal(rec.teacher, before.logits[before.batch.num_repeated:])
+            p_teacher = torch.softmax(rec.teacher / T, 1)
+            log_p_student = torch.log_softmax(rec.logits[:r] / T, 1)
+            consistency = T ** 2 * (p_teacher * (p_teacher.log() - log_p_student)).sum(1).mean()
+            assert consistency > 0
+        torch.testing.assert_close(rec.ce, ce)
+        torch.testing.assert_close(rec.consistency, consistency)
+        torch.testing.assert_close(rec.loss, ce + alpha * consistency)
+        before = rec
 
 
 @pytest.mark.parametrize("forward,calls", [("split", [32, 16, 32]), ("joint", [32, 48])])
