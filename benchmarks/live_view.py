@@ -10,7 +10,7 @@ after ``--steps`` steps and timed from step ``--warmup`` on (one step = one DLB 
     python benchmarks/live_view.py --steps 100 --warmup 20 --repeats 3 --threads 1 --out results/live_view_cpu.json
 
 Each JSON record holds: view, steps_per_s, steps, warmup, seconds (the timed part), frames, draw_s_median (wall
-clock per frame), draw_cpu_s (the view thread's CPU time in all), view_cpu_share (that over the run's wall clock:
+clock per frame), draw_cpu_s (the view thread's CPU time in all), view_cpu_share (that over the wall clock up to the view's last frame:
 the share of one core drawing took), max_fps, every, arch, dataset, train_images, device, threads, torch,
 git_rev, command.
 """
@@ -46,13 +46,14 @@ def one_run(config, data, args, view: bool) -> dict:
     lab.stop()
     if live is not None:
         live.wait()
+    view_wall = time.perf_counter() - start  # the view draws its last frame after the pause: count that time too
     timed = [t for s, t in lab.step_times if s >= args.warmup]
     record = {
         "view": view, "steps_per_s": rate, "steps": args.steps, "warmup": args.warmup,
         "seconds": timed[-1] - timed[0], "frames": len(frames),
         "draw_s_median": statistics.median(live.draw_seconds) if live else None,
         "draw_cpu_s": sum(live.draw_cpu_seconds) if live else None,
-        "view_cpu_share": sum(live.draw_cpu_seconds) / seconds if live else None,
+        "view_cpu_share": sum(live.draw_cpu_seconds) / view_wall if live else None,
         "max_fps": args.max_fps if view else None, "every": lab.every, "arch": config.arch,
         "dataset": config.dataset, "train_images": len(lab.trainers["dlb"].x_train),
         "device": lab.trainers["dlb"].summary()["device"], "threads": torch.get_num_threads(),
