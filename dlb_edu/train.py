@@ -458,8 +458,8 @@ def _classes_text(classes) -> str:
 
 
 def _progress_bar(**kwargs):
-    from tqdm.auto import tqdm
-    return tqdm(**{"leave": False, **kwargs})
+    from .progress import Progress
+    return Progress(**kwargs)  # a tqdm bar that prints one plain line when it closes (dlb_edu/progress.py)
 
 
 def git_revision() -> str:

@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from . import metrics
 from .data import random_crop_flip
 from .errors import ConfigError
+from .progress import format_bytes  # noqa: F401 (the notebooks call viz.format_bytes)
 
 METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452", "label_smoothing": "#55A868", "tf_kd": "#8172B3",
                  "cs_kd": "#937860", "ps_kd": "#C44E52"}
@@ -263,14 +264,6 @@ def plot_consecutive_batches(data, prev, nxt, generator=None, title: str = "", f
 # ---------------------------------------------------------------------------------------------------------------
 # Memory (notebook 02)
 # ---------------------------------------------------------------------------------------------------------------
-
-def format_bytes(n: float) -> str:
-    """Bytes in binary units, the one convention of the notebooks: 1 KiB = 1024 B, 1 MiB = 1024 KiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
 
 def plot_memory(sizes: dict[str, int], dlb: tuple[str, ...] = (), title: str = "what each method keeps in memory",
                 ax=None):
