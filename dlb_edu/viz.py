@@ -272,7 +272,7 @@ def plot_memory(sizes: dict, dlb: tuple[str, ...] = (), title: str = "what each 
     stacked, the first part solid, the others hatched, and its label gives the total and each part.
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 0.6 * len(sizes) + 1.6))
+        _, ax = plt.subplots(figsize=(10, 0.6 * len(sizes) + 1.9))
     names = list(sizes)
     parts = {n: dict(sizes[n]) if isinstance(sizes[n], dict) else {"": sizes[n]} for n in names}
     totals = {n: sum(parts[n].values()) for n in names}
@@ -302,7 +302,8 @@ def plot_memory(sizes: dict, dlb: tuple[str, ...] = (), title: str = "what each 
     ax.set_title(title)
     handles = [Patch(color=METHOD_COLORS["dlb"], label="DLB"), Patch(color="0.6", label="alternatives")]
     handles += [Patch(facecolor="0.85", edgecolor="0.25", hatch=h, label=part) for part, h in hatches.items()]
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(handles),
+              frameon=False)  # below the axes: it covers no bar and no label
     ax.figure.tight_layout()
     return ax.figure
 
@@ -426,9 +427,10 @@ def _fraction(w: float) -> str:
 def plot_ce_weights(panels: dict, title: str = "", fig=None):
     """Per-image cross-entropy weights, step by step: one heat-map per method, rows are images, columns steps.
 
-    ``panels`` maps a name to ``{"weights": (images, steps) array, "rows": [str per step]}``: a cell is the weight
-    of that image's cross-entropy in that step's loss (0: not in the batch), ``rows`` labels each step's forward
-    call(s) (what BatchNorm normalizes over). A cell says its weight and which augmentation of the image it is
+    ``panels`` maps a name to ``{"weights": (images, steps) array, "rows": [str per step]}`` and optionally
+    ``"count"`` (how many times the image is in that step's batch; default: once where its weight is not 0): a
+    cell is the weight of that image's cross-entropy in that step's loss (0: not in the batch), ``rows`` labels
+    each step's forward call(s) (what BatchNorm normalizes over). A cell says its weight and which augmentation of the image it is
     (each appearance is cropped and flipped anew); the right margin gives each image's sum over the steps shown.
     """
     if fig is None:
@@ -439,12 +441,16 @@ def plot_ce_weights(panels: dict, title: str = "", fig=None):
     top = max(float(np.asarray(p["weights"]).max()) for p in panels.values())
     for ax, (name, panel) in zip(axes, panels.items()):
         w = np.asarray(panel["weights"], dtype=float)
+        count = np.asarray(panel.get("count", w > 0), dtype=int)
         ax.imshow(w, cmap="Oranges", vmin=0, vmax=top * 1.25, aspect="auto")
-        seen = np.cumsum(w > 0, axis=1)  # the how-many-th appearance of the image each cell is
+        seen = np.cumsum(count, axis=1)  # the image's appearances so far: each one is an augmentation of its own
         for i in range(w.shape[0]):
             for t in range(w.shape[1]):
-                if w[i, t] > 0:
+                if count[i, t] == 1:
                     ax.text(t, i, f"{_fraction(w[i, t])}\naug {seen[i, t]}", ha="center", va="center", fontsize=7)
+                elif count[i, t] > 1:  # in its batch more than once (DLB's carry-over): several augmentations
+                    ax.text(t, i, f"{_fraction(w[i, t])}\naug {seen[i, t] - count[i, t] + 1}-{seen[i, t]}",
+                            ha="center", va="center", fontsize=7)
             ax.text(w.shape[1] - 0.35, i, f"Σ {_fraction(w[i].sum())}", ha="left", va="center", fontsize=8)
         ax.set_xlim(-0.5, w.shape[1] + 0.5)
         ax.set_xticks(range(w.shape[1]), [f"{t + 1}\n{r}" for t, r in enumerate(panel["rows"])], fontsize=7)

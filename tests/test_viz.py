@@ -81,3 +81,9 @@ def test_consistency_legends_cover_no_bar_or_value(temperature, alpha):
         data = [p.get_window_extent(renderer) for p in ax.patches] + [t.get_window_extent(renderer) for t in ax.texts]
         data += [line.get_window_extent(renderer) for line in ax.lines]
         assert not any(_overlaps(legend, d) for d in data if d.width > 0 and d.height > 0), ax.get_title()
+
+
+def test_ce_weights_plot_names_both_augmentations_of_an_image_twice_in_its_batch():
+    w, count = np.array([[0.25, 0.5, 0.25]]), np.array([[1, 2, 1]])
+    fig = viz.plot_ce_weights({"dlb": {"weights": w, "count": count, "rows": ["4", "4", "4"]}})
+    assert [t.get_text() for t in fig.axes[0].texts] == ["1/4\naug 1", "1/2\naug 2-3", "1/4\naug 4", "Σ 1"]
