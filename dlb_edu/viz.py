@@ -430,8 +430,9 @@ def plot_ce_weights(panels: dict, title: str = "", fig=None):
     ``panels`` maps a name to ``{"weights": (images, steps) array, "rows": [str per step]}`` and optionally
     ``"count"`` (how many times the image is in that step's batch; default: once where its weight is not 0): a
     cell is the weight of that image's cross-entropy in that step's loss (0: not in the batch), ``rows`` labels
-    each step's forward call(s) (what BatchNorm normalizes over). A cell says its weight and which augmentation of the image it is
-    (each appearance is cropped and flipped anew); the right margin gives each image's sum over the steps shown.
+    each step's forward call(s) (what BatchNorm normalizes over). A cell says its weight and which augmentation of
+    the image it is (each appearance is cropped and flipped anew); the right margin gives each image's sum over the
+    steps shown.
     """
     if fig is None:
         n = max(np.asarray(p["weights"]).shape[0] for p in panels.values())
