@@ -410,7 +410,7 @@ def plot_consistency(terms: dict, curve: dict, classes=None, fig=None):
                          Patch(color="0.6", label="parts of the DLB term"),
                          Patch(color=METHOD_COLORS["dlb"], label="added by DLB")], fontsize=8,
                 loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
-    ax_p.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    ax_p.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False)  # under the names
 
     plot_gradient_scale(curve, alpha=alpha, temperature=T, grad_ce=terms["grad_ce"], ax=ax_g)
     ax_g.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
