@@ -22,7 +22,7 @@ def test_header_says_when_where_how_long_and_what_was_changed():
                  "`epochs = 3`", "`dataset = 'cifar10-mini'`", "a short run", "code cell 7 1 min 35 s"):
         assert fact in text, fact
     smoke = ex.header("00_quickstart", datetime.datetime(2026, 12, 3), 8.0, "cmd", "abc1234", "m", smoke=True)
-    assert "smoke mode" in smoke and "8 s" in smoke and "parameters changed" not in smoke
+    assert "smoke mode" in smoke and "in 8.0 s" in smoke and "parameters changed" not in smoke
 
 
 def test_overrides_go_right_after_the_parameters_cell():
