@@ -13,6 +13,8 @@ bias 0, PyTorch's default Linear layers except VGG's (N(0, 0.01), bias 0) and De
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -279,8 +281,6 @@ def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes of the tensors one training-mode forward pass of ``x`` saves for backward: the activations autograd
     keeps until the backward pass, parameters excluded, each storage counted once. Measured on a copy of ``model``,
     so its BatchNorm statistics stay as they were."""
-    import copy
-
     net = copy.deepcopy(model).train()
     weights = {p.data_ptr() for p in net.parameters()}
     saved: dict[int, int] = {}
