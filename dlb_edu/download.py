@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tqdm.auto import tqdm
-
 from .errors import DataError
+from .progress import Progress
 from .run_dir import DISK_FULL
 
 # Mirrors of torchvision's CIFAR archives, tried after torchvision's own URL, keyed by the archive's file name.
@@ -152,8 +151,8 @@ def _get(url: str, part: Path, stall_timeout: float, min_rate: float, grace: flo
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         with open(part, "ab" if start else "wb") as f, \
-                tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                     desc=f"{part.name[:-5]} from {_host(url)}", disable=not progress) as bar:
+                Progress(total=total, initial=start, unit="B", desc=f"{part.name[:-5]} from {_host(url)}",
+                         disable=not progress) as bar:
             began, received = time.monotonic(), 0
             while chunk := response.read1(CHUNK):
                 f.write(chunk)

@@ -132,8 +132,8 @@ class DLB(Method):
 
     def forward_calls(self, batch, forward):
         """``joint``: one call. ``split``, the authors' step (``dlb.py``): the fresh half first, then the repeated
-        half (its second augmented view) in a call of its own, so BatchNorm normalizes each half alone and updates
-        its running averages twice, fresh half first."""
+        half (a second, independent augmentation of the previous step's fresh images) in a call of its own, so
+        BatchNorm normalizes each half alone and updates its running averages twice, fresh half first."""
         r = batch.num_repeated
         if forward == "joint" or r == 0:
             return super().forward_calls(batch, forward)

@@ -13,6 +13,8 @@ bias 0, PyTorch's default Linear layers except VGG's (N(0, 0.01), bias 0) and De
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -273,3 +275,21 @@ def build_model(arch: str, num_classes: int = 10) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors one training-mode forward pass of ``x`` saves for backward: the activations autograd
+    keeps until the backward pass, parameters excluded, each storage counted once. Measured on a copy of ``model``,
+    so its BatchNorm statistics stay as they were."""
+    net = copy.deepcopy(model).train()
+    weights = {p.data_ptr() for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def keep(tensor):  # autograd calls it for every tensor it saves for backward
+        if tensor.data_ptr() not in weights:
+            saved[tensor.data_ptr()] = max(saved.get(tensor.data_ptr(), 0), tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        net(x)
+    return sum(saved.values())

@@ -411,8 +411,8 @@ def _one_image_batch_norm_text(trainer: Trainer, batch) -> str:
 
 
 def _progress_bar(**kwargs):
-    from tqdm.auto import tqdm
-    return tqdm(**{"leave": False, **kwargs})
+    from .progress import Progress
+    return Progress(**kwargs)  # a tqdm bar that prints one plain line when it closes (dlb_edu/progress.py)
 
 
 def git_revision() -> str:

@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from . import metrics
 from .data import random_crop_flip
 from .errors import ConfigError
+from .progress import format_bytes  # noqa: F401 (the notebooks call viz.format_bytes)
 
 METHOD_COLORS = {"baseline": "#4C72B0", "dlb": "#DD8452", "label_smoothing": "#55A868", "tf_kd": "#8172B3",
                  "cs_kd": "#937860", "ps_kd": "#C44E52"}
@@ -453,32 +454,104 @@ def plot_consecutive_batches(data, prev, nxt, generator=None, title: str = "", f
 # Memory (notebook 02)
 # ---------------------------------------------------------------------------------------------------------------
 
-def format_bytes(n: float) -> str:
-    """Bytes in binary units, the one convention of the notebooks: 1 KiB = 1024 B, 1 MiB = 1024 KiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+def plot_memory(sizes: dict, dlb: tuple[str, ...] = (), title: str = "what each method keeps in memory", ax=None):
+    """Horizontal bars of bytes on a log scale; the names in ``dlb`` are drawn in DLB's colour.
 
-
-def plot_memory(sizes: dict[str, int], dlb: tuple[str, ...] = (), title: str = "what each method keeps in memory",
-                ax=None):
-    """Horizontal bars of bytes on a log scale; the names in ``dlb`` are drawn in DLB's colour."""
+    A value is a number of bytes, or a dict of named parts (``{"parameters": p, "activations": a}``): its bar is
+    stacked, the first part solid, the others hatched, and its label gives the total and each part.
+    """
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.55 * len(sizes) + 1.4))
+        _, ax = plt.subplots(figsize=(10, 0.6 * len(sizes) + 1.9))
     names = list(sizes)
-    colors = [METHOD_COLORS["dlb"] if n in dlb else "0.6" for n in names]
-    ax.barh(names, [sizes[n] for n in names], color=colors)
+    parts = {n: dict(sizes[n]) if isinstance(sizes[n], dict) else {"": sizes[n]} for n in names}
+    totals = {n: sum(parts[n].values()) for n in names}
+    hatches = {}  # part name -> hatch, in the order the parts first appear
+    for n in names:
+        for k, part in enumerate(parts[n]):
+            if k:
+                hatches.setdefault(part, ("//", "xx", "..", "++")[len(hatches) % 4])
     for y, n in enumerate(names):
-        ax.text(sizes[n] * 1.15, y, format_bytes(sizes[n]), va="center", fontsize=9)
+        color = METHOD_COLORS["dlb"] if n in dlb else "0.6"
+        left = 0
+        for k, (part, nbytes) in enumerate(parts[n].items()):
+            ax.barh(y, nbytes, left=left, color=color, alpha=1.0 if k == 0 else 0.55,
+                    hatch=hatches.get(part) if k else None, edgecolor="0.25" if k else color)
+            left += nbytes
+        label = format_bytes(totals[n])
+        if len(parts[n]) > 1:
+            label += " = " + " + ".join(f"{format_bytes(b)} {part}" for part, b in parts[n].items())
+        ax.text(totals[n] * 1.15, y, label, va="center", fontsize=9)
     ax.set_xscale("log")
-    ax.set_xlim(min(sizes.values()) / 5, max(sizes.values()) * 20)
+    smallest = min(b for n in names for b in parts[n].values() if b > 0)
+    ax.set_xlim(smallest / 5, max(totals.values()) * (2000 if hatches else 20))
+    ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlabel("bytes (log scale)")
     ax.set_ylabel("what is stored")
     ax.set_title(title)
-    ax.legend(handles=[Patch(color=METHOD_COLORS["dlb"], label="DLB"), Patch(color="0.6", label="alternatives")],
-              fontsize=8, loc="upper right")
+    handles = [Patch(color=METHOD_COLORS["dlb"], label="DLB"), Patch(color="0.6", label="alternatives")]
+    handles += [Patch(facecolor="0.85", edgecolor="0.25", hatch=h, label=part) for part, h in hatches.items()]
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(handles),
+              frameon=False)  # below the axes: it covers no bar and no label
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def cache_timeline(steps) -> list[dict]:
+    """Who wrote what each step reads: ``steps`` holds, per step, ``read`` (the indices read from the cache as the
+    teacher's, None if it was empty) and ``written`` (the indices whose logits the step put in the cache).
+
+    Returns one dict per step (1-based): ``step``, ``written``, ``read`` and ``read_from`` (the step that wrote the
+    logits read, None if nothing was read). A read that no earlier step wrote is refused.
+    """
+    writer, rows = {}, []
+    for t, s in enumerate(steps, start=1):
+        read = None if s["read"] is None else list(s["read"])
+        source = None
+        if read is not None:
+            source = writer.get(tuple(read))
+            if source is None:
+                raise ConfigError(f"step {t} reads indices {read} that no earlier step wrote to the cache")
+        rows.append({"step": t, "written": list(s["written"]), "read": read, "read_from": source})
+        writer[tuple(s["written"])] = t
+    return rows
+
+
+def _short(indices, limit: int = 4) -> str:
+    shown = ", ".join(map(str, indices[:limit]))
+    return f"#{shown}{', ...' if len(indices) > limit else ''}"
+
+
+def plot_cache_timeline(steps, title: str = "", ax=None):
+    """The cache over the steps: at each step (x), the fresh half whose logits are written (top lane) and the
+    logits read as the teacher for the repeated half (bottom lane), coloured by the step that wrote them; an arrow
+    goes from each write to its read. ``steps`` as for :func:`cache_timeline`."""
+    rows = cache_timeline(steps)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.9 * len(rows) + 1.8, 2.9))
+    colors = plt.get_cmap("tab10")
+    for r in rows:
+        t, c = r["step"], colors((r["step"] - 1) % 10)
+        ax.add_patch(plt.Rectangle((t - 0.42, 0.62), 0.84, 0.6, color=c, alpha=0.85))
+        ax.text(t, 0.92, f"writes step {t}'s\nfresh half\n{_short(r['written'])}", ha="center", va="center",
+                fontsize=7, color="white")
+        if r["read_from"] is None:
+            ax.text(t, -0.08, "cache empty:\nCE only", ha="center", va="center", fontsize=7, color="0.4")
+            continue
+        s = r["read_from"]
+        ax.add_patch(plt.Rectangle((t - 0.42, -0.38), 0.84, 0.6, color=colors((s - 1) % 10), alpha=0.85))
+        ax.text(t, -0.08, f"reads step {s}'s\nlogits as teacher\n{_short(r['read'])}", ha="center",
+                va="center", fontsize=7, color="white")
+        ax.annotate("", xy=(t - 0.42, 0.05), xytext=(s + 0.3, 0.62),
+                    arrowprops={"arrowstyle": "->", "color": "0.2", "lw": 1.2})
+    ax.set_xlim(0.4, len(rows) + 0.6)
+    ax.set_ylim(-0.55, 1.4)
+    ax.set_xticks([r["step"] for r in rows])
+    ax.set_yticks([0.92, -0.08], ["written\n(after the step)", "read\n(teacher)"])
+    ax.set_xlabel("training step")
+    ax.set_title(title or "the soft-target cache: each step's fresh logits are the next step's teacher", fontsize=10)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
     ax.figure.tight_layout()
     return ax.figure
 
@@ -496,7 +569,7 @@ def plot_consistency(terms: dict, curve: dict, classes=None, fig=None):
     """
     T, alpha = terms["temperature"], terms["alpha"]
     if fig is None:
-        fig = plt.figure(figsize=(14, 3.8))
+        fig = plt.figure(figsize=(14, 4.4))
     fig.clear()
     ax_p, ax_l, ax_g = fig.subplots(1, 3, gridspec_kw={"width_ratios": (1.5, 1, 1.2)})
 
@@ -509,7 +582,6 @@ def plot_consistency(terms: dict, curve: dict, classes=None, fig=None):
     ax_p.set_ylabel("probability")
     ax_p.set_xlabel("class")
     ax_p.set_title(f"softmax at T = {T:g} (first sample)")
-    ax_p.legend(fontsize=8)
 
     names = ("CE", "KL", "T²·KL", "α·T²·KL", "total")
     values = [terms["ce"], terms["kl"], terms["consistency"], terms["weighted"], terms["total"]]
@@ -522,11 +594,64 @@ def plot_consistency(terms: dict, curve: dict, classes=None, fig=None):
     ax_l.set_xlabel("term")
     ax_l.set_title(f"loss terms, α = {alpha:g}")
     ax_l.tick_params(axis="x", labelsize=8)
+    # Below the panel, outside the axes: inside, a legend covers the CE bar whenever CE is the tallest term.
     ax_l.legend(handles=[Patch(color=METHOD_COLORS["baseline"], label="hard labels"),
                          Patch(color="0.6", label="parts of the DLB term"),
-                         Patch(color=METHOD_COLORS["dlb"], label="added by DLB")], fontsize=8, loc="upper left")
+                         Patch(color=METHOD_COLORS["dlb"], label="added by DLB")], fontsize=8,
+                loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    ax_p.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False)  # under the names
 
     plot_gradient_scale(curve, alpha=alpha, temperature=T, grad_ce=terms["grad_ce"], ax=ax_g)
+    ax_g.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _fraction(w: float) -> str:
+    from fractions import Fraction
+    f = Fraction(w).limit_denominator(4096)
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+
+
+def plot_ce_weights(panels: dict, title: str = "", fig=None):
+    """Per-image cross-entropy weights, step by step: one heat-map per method, rows are images, columns steps.
+
+    ``panels`` maps a name to ``{"weights": (images, steps) array, "rows": [str per step]}`` and optionally
+    ``"count"`` (how many times the image is in that step's batch; default: once where its weight is not 0): a
+    cell is the weight of that image's cross-entropy in that step's loss (0: not in the batch), ``rows`` labels
+    each step's forward call(s) (what BatchNorm normalizes over). A cell says its weight and which augmentation of
+    the image it is (each appearance is cropped and flipped anew); the right margin gives each image's sum over the
+    steps shown.
+    """
+    if fig is None:
+        n = max(np.asarray(p["weights"]).shape[0] for p in panels.values())
+        fig = plt.figure(figsize=(5.2 * len(panels) + 0.5, 0.42 * n + 2.2))
+    fig.clear()
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    top = max(float(np.asarray(p["weights"]).max()) for p in panels.values())
+    for ax, (name, panel) in zip(axes, panels.items()):
+        w = np.asarray(panel["weights"], dtype=float)
+        count = np.asarray(panel.get("count", w > 0), dtype=int)
+        ax.imshow(w, cmap="Oranges", vmin=0, vmax=top * 1.25, aspect="auto")
+        seen = np.cumsum(count, axis=1)  # the image's appearances so far: each one is an augmentation of its own
+        for i in range(w.shape[0]):
+            for t in range(w.shape[1]):
+                if count[i, t] == 1:
+                    ax.text(t, i, f"{_fraction(w[i, t])}\naug {seen[i, t]}", ha="center", va="center", fontsize=7)
+                elif count[i, t] > 1:  # in its batch more than once (DLB's carry-over): several augmentations
+                    ax.text(t, i, f"{_fraction(w[i, t])}\naug {seen[i, t] - count[i, t] + 1}-{seen[i, t]}",
+                            ha="center", va="center", fontsize=7)
+            ax.text(w.shape[1] - 0.35, i, f"Σ {_fraction(w[i].sum())}", ha="left", va="center", fontsize=8)
+        ax.set_xlim(-0.5, w.shape[1] + 0.5)
+        ax.set_xticks(range(w.shape[1]), [f"{t + 1}\n{r}" for t, r in enumerate(panel["rows"])], fontsize=7)
+        ax.set_yticks(range(w.shape[0]), [str(i) for i in range(w.shape[0])], fontsize=7)
+        ax.set_xlabel("step (below: rows per forward call, what BatchNorm normalizes over)", fontsize=8)
+        ax.set_ylabel("image")
+        ax.set_title(name, fontsize=10)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -189,7 +189,7 @@ class ConsistencyApp(_App):
         self.temperature = _knob_slider("temperature", temperature)
         self.alpha = _knob_slider("alpha", alpha)
         self.out = W.Output()
-        self.fig = Figure(figsize=(14, 3.8), dpi=80)
+        self.fig = Figure(figsize=(14, 4.4), dpi=80)
         # The gradient curve does not depend on alpha (it scales it), so it is computed once.
         self.curve = gradient_scale(student_logits, teacher_logits, np.linspace(0.5, 10.0, 39))
         for control in (self.temperature, self.alpha):

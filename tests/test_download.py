@@ -198,7 +198,9 @@ def test_a_partial_file_from_an_earlier_run_is_resumed_with_a_range_request(mirr
     path = fetch(archive(mirror.url("good")), tmp_path, stall_timeout=1.0, progress=True)
     assert path.read_bytes() == PAYLOAD
     assert mirror.requests == [("good", "bytes=3000-")] and mirror.served["good"] == len(PAYLOAD) - 3000
-    assert f"{NAME} from 127.0.0.1" in capsys.readouterr().err  # the tqdm bar names the file and the mirror
+    captured = capsys.readouterr()
+    assert f"{NAME} from 127.0.0.1" in captured.err  # the tqdm bar names the file and the mirror
+    assert captured.out.startswith(f"{NAME} from 127.0.0.1") and " KiB of " in captured.out  # and a plain line
 
 
 def test_a_resumed_file_with_a_bad_start_is_fetched_again_whole(mirror, tmp_path, capsys):

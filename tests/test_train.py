@@ -210,3 +210,11 @@ def test_compare_refuses_a_method_named_twice_with_the_clis_line(tmp_path):
         compare(TrainConfig(dataset="synthetic"), ["dlb", "baseline", "dlb"], tmp_path / "cmp")
     assert str(caught.value) == "--methods names dlb more than once: each method runs once"
     assert not (tmp_path / "cmp").exists()
+
+
+def test_progress_bars_leave_a_plain_line_per_epoch(synthetic, capsys):
+    """A static view of a notebook keeps a bar's first text (0%| 0/8): the closing line says what ran."""
+    Trainer(tiny(method="baseline", epochs=2), data=synthetic, progress=True).run()
+    lines = [line for line in capsys.readouterr().out.splitlines() if " steps in " in line]
+    assert [line.split(":")[0] for line in lines] == ["baseline epoch 1/2", "baseline epoch 2/2"]
+    assert all(": 8/8 steps in " in line for line in lines)
