@@ -15,7 +15,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from dlb_edu import viz  # noqa: E402
 from dlb_edu.config import TrainConfig  # noqa: E402
 from dlb_edu.data import load_dataset  # noqa: E402
+from dlb_edu.project import cpu_name  # noqa: E402
 from dlb_edu.train import Trainer, git_revision  # noqa: E402
 
 STEPS = 48          # 2,048 images at B = 64 are 32 steps an epoch: the run crosses one epoch boundary
@@ -81,7 +81,7 @@ def main() -> None:
     record = {
         "what": __doc__.split("\n\n")[0],
         "command": "python benchmarks/collapse_runs.py",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU used",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU used",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "git_rev": git_revision(),
         "date": datetime.date.today().isoformat(), "wall_s": round(time.time() - start, 1),
         "loadavg_end": os.getloadavg(), "steps": STEPS, "probe": PROBE, "probe_every": PROBE_EVERY,

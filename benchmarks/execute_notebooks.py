@@ -72,12 +72,9 @@ def machine_line() -> str:
     """CPU model and cores, GPU (or none), torch and Python: where the copy was executed."""
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from dlb_edu.project import cpu_name
+
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = f", load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
     return (f"{os.cpu_count()}-core CPU ({cpu}), {gpu}; torch {torch.__version__}, Python "

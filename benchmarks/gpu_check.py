@@ -35,7 +35,6 @@ import gc
 import json
 import os
 import pickle
-import platform
 import shlex
 import shutil
 import signal
@@ -58,6 +57,7 @@ import torch  # noqa: E402
 from dlb_edu.config import TrainConfig  # noqa: E402
 from dlb_edu.data import ImageData, load_image_folder, make_synthetic  # noqa: E402
 from dlb_edu.config import METHODS  # noqa: E402
+from dlb_edu.project import cpu_name  # noqa: E402
 from dlb_edu.run_dir import write_json  # noqa: E402
 from dlb_edu.train import Trainer, git_revision  # noqa: E402
 
@@ -91,7 +91,7 @@ SIZES = {
 def device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
 
 
 def revision() -> str:

@@ -41,7 +41,6 @@ def one_run(config, data, args, view: bool) -> dict:
     if live is not None:
         live.start()
     lab.wait_paused()
-    seconds = time.perf_counter() - start
     rate = lab.steps_per_second(since_step=args.warmup)
     lab.stop()
     if live is not None:

@@ -103,14 +103,9 @@ def training_code_changes(old: str, new: str) -> list[str]:
 
 def machine() -> dict:
     import torch
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from dlb_edu.project import cpu_name
+
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {"cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": gpu, "device": "cpu",
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),

@@ -10,7 +10,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from dlb_edu.config import TrainConfig, resolve_device  # noqa: E402
 from dlb_edu.data import load_dataset  # noqa: E402
+from dlb_edu.project import cpu_name  # noqa: E402
 from dlb_edu.train import git_revision, measure_costs  # noqa: E402
 
 CASES = [("baseline", "joint"), ("dlb", "joint"), ("dlb", "split")]
@@ -53,7 +53,7 @@ def main() -> None:
                      "step_ms": [1000 * t for t in ts], "over_baseline": statistics.median(ts) / base})
         print(f"{arch:>10} {method:>8} {forward:>5}: {rows[-1]['step_ms_median']:7.1f} ms/step, "
               f"{rows[-1]['over_baseline']:.2f} x baseline")
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     record = {"command": "python benchmarks/step_cost.py " + " ".join(sys.argv[1:]), "device": str(device),
               "machine": f"{where}, {os.cpu_count()} cores", "threads": torch.get_num_threads(),
               "torch": torch.__version__, "git_rev": git_revision(), "date": datetime.date.today().isoformat(),

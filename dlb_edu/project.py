@@ -16,6 +16,21 @@ def repo_url_is_set(url: str = REPO_URL) -> bool:
     return PLACEHOLDER_MARK not in url
 
 
+def cpu_name() -> str:
+    """The CPU's model name as the system reports it (``/proc/cpuinfo`` on Linux), else what ``platform`` knows:
+    the name every record of where a run trained carries."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def device_line(colab: bool = False) -> str:
     """The device training will use (the trainer's ``device="auto"``); on Colab without a GPU, how to get one.
 

@@ -41,6 +41,7 @@ from .errors import ConfigError
 from .methods import build_method
 from .models import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, build_model, count_parameters
 from .noise import realized_rate, with_label_noise
+from .project import cpu_name
 from .projection import Projection, RunCost, check_budget_minutes, duration
 from .run_dir import CHECKPOINT, HISTORY_COLUMNS, RunDir, read_history_csv, replacement_pending
 from .sampling import step_seed
@@ -367,7 +368,7 @@ def run_summary(trainer: Trainer) -> dict:
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "processes": trainer.world_size, "precision": trainer.precision,
         "channels_last": trainer.memory_format == torch.channels_last,
-        "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+        "threads": torch.get_num_threads() if dev.type == "cpu" else None, "cpu": cpu_name(),
         **_backend_flags(dev),
         "params": count_parameters(trainer.model),
         "cache_bytes": trainer.method.nbytes,  # what the method keeps between steps: DLB's cache, PS-KD's table

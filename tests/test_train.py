@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +109,12 @@ def test_outputs_are_written(synthetic, tmp_path):
     assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
     assert summary["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in rows))
     assert summary["epochs"] == 2 and summary["method"] == "dlb" and summary["params"] > 0
+    # where it trained: the CPU's model name, as the system reports it (records from two machines must differ)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        model = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("model name"))
+        assert summary["cpu"] == model.split(":", 1)[1].strip()
+    assert summary["cpu"]
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == trainer.config.to_dict()
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     # DLB's cache travels in DLB's own state: the last fresh half's indices and logits.
