@@ -2,7 +2,7 @@
 
 The notebooks are committed without outputs, so a reader on the web sees no figure and no number. This script runs
 each notebook top to bottom on this machine, as a learner would (not in smoke mode), and writes beside the clean
-sources an executed ``.ipynb`` and an HTML page with its figures, each headed by a markdown cell that says when, on
+sources an executed ``.ipynb`` with its figures (GitHub and Colab show it as it is; ``--html`` adds an HTML page), each headed by a markdown cell that says when, on
 what machine, with which command and git revision it was executed, how long it took, and which parameters were
 changed from the notebook's own. The clean notebooks stay the source; regenerate the copies when results change:
 
@@ -150,7 +150,7 @@ def _client(nb, timeout_s: float):
     return client
 
 
-def execute(path: Path, out_dir: Path, smoke: bool, command: str, html: bool = True,
+def execute(path: Path, out_dir: Path, smoke: bool, command: str, html: bool = False,
             timeout_s: float = CELL_TIMEOUT_S) -> dict:
     """Execute one notebook into ``out_dir`` (``.ipynb``, and ``.html`` if ``html``); return what it took."""
     nb = nbformat.read(path, as_version=4)
@@ -197,7 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="smoke mode (DLB_EDU_SMOKE=1): a fast self-check")
     p.add_argument("--out", type=Path, default=None, help=f"folder of the copies (default {DEFAULT_OUT}; "
                                                           "with --smoke a temporary folder)")
-    p.add_argument("--no-html", action="store_true", help="write the executed .ipynb only")
+    p.add_argument("--html", action="store_true", help="also write an HTML page per notebook (not committed: each "
+                   "page repeats nbconvert's whole stylesheet)")
     p.add_argument("--timeout", type=float, default=CELL_TIMEOUT_S, help="seconds a cell may take")
     args = p.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="dlb_edu_executed_")) if args.smoke else DEFAULT_OUT)
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
                                                          if (argv or sys.argv[1:]) else "")
     for path in select(args.only):
         print(f"executing {path.name} ({'smoke' if args.smoke else 'learner'} mode) ...", flush=True)
-        done = execute(path, out, args.smoke, command, html=not args.no_html, timeout_s=args.timeout)
+        done = execute(path, out, args.smoke, command, html=args.html, timeout_s=args.timeout)
         over = [(i, s) for i, s in done["cells"] if s > 90]
         print(f"  {_duration(done['seconds'])}; cells over 90 s: "
               f"{', '.join(f'code cell {i} ({s:.0f} s)' for i, s in over) or 'none'}; "
