@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, distributed, metrics
-from .augment import Augmenter
+from .augment import Augmenter, normalize, random_crop_flip
 from .cache import SoftTargetCache
 from .config import PRESETS, TrainConfig, resolve_device, resolve_precision
-from .data import ImageData, check_trainable, load_dataset, normalize, random_crop_flip
+from .data import ImageData, check_trainable, load_dataset
 from .epoch_stats import EpochStats
 from .errors import ConfigError
 from .methods import build_method

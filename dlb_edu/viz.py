@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import metrics
-from .data import random_crop_flip
+from .augment import random_crop_flip
 from .errors import ConfigError
 from .progress import format_bytes  # noqa: F401 (the notebooks call viz.format_bytes)
 
