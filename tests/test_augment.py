@@ -6,7 +6,7 @@ from dlb_edu.augment import Augmenter, cutout, mix_batch, normalize, random_crop
 from dlb_edu.data import make_synthetic
 from dlb_edu.errors import ConfigError
 from dlb_edu.pairs import ClassPairBatch
-from dlb_edu.sampling import DLBBatch
+from dlb_edu.sampling import Batch
 
 
 def gen(seed=0):
@@ -85,7 +85,7 @@ def test_cutmix_probability_zero_leaves_the_batch_unmixed():
 
 def test_dlb_halves_are_mixed_separately():
     x = numbered_images(8)
-    batch = DLBBatch([0, 1, 2], [3, 4, 5, 6, 7])
+    batch = Batch([0, 1, 2], [3, 4, 5, 6, 7])
     _, mix = Augmenter("mixup")(x, batch, gen(4))
     assert set(mix.perm[:3].tolist()) == {0, 1, 2} and set(mix.perm[3:].tolist()) == {3, 4, 5, 6, 7}
     assert mix.lam[:3].unique().numel() == 1 and mix.lam[3:].unique().numel() == 1
@@ -105,7 +105,7 @@ def test_cs_kd_pairs_are_mixed_exactly_like_their_anchors(kind):
 
 def test_augmentation_is_a_function_of_the_step_generator():
     x = torch.randn(6, 3, 8, 8, generator=gen(0))
-    batch = DLBBatch([0, 1], [2, 3, 4, 5])
+    batch = Batch([0, 1], [2, 3, 4, 5])
     for kind in ("cutout", "mixup", "cutmix"):
         aug = Augmenter(kind, cutout_size=4, cutmix_prob=1.0)
         a, b, c = aug(x, batch, gen(3))[0], aug(x, batch, gen(3))[0], aug(x, batch, gen(4))[0]
