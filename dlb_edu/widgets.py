@@ -304,7 +304,7 @@ class StabilityApp(_App):
                  f"T = {cfg.temperature:g}, alpha = {cfg.alpha:g}, forward = {cfg.forward}")
         start = time.perf_counter()
         # One epoch of each method in turn: the two curves grow together.
-        epochs = [t.epochs(on_step=lambda trainer, loss, m=m: losses[m].append(float(loss)))
+        epochs = [t.epochs(on_step=lambda trainer, record, m=m: losses[m].append(float(record.loss)))
                   for m, t in self.trainers.items()]
         for rows in zip(*epochs):
             for m, row in zip(self.trainers, rows):
