@@ -62,9 +62,9 @@ class BatchSampler(Sampler[list[int]]):
 
     Each index is fresh exactly once per epoch (the last chunk may be short). The order of epoch e depends only on
     ``(seed, e)``. With ``world_size > 1`` each rank takes a disjoint share of every epoch's order. The sampler is
-    resumable: it remembers its epoch and how many batches of that epoch it has handed out, and ``state_dict()`` /
-    ``load_state_dict()`` save and restore exactly that. A subclass's ``__iter__`` makes its batches from
-    :meth:`fresh_chunks`.
+    resumable: it remembers its epoch, how many batches of that epoch it has handed out and the last fresh chunk
+    (DLB's next repeated half), and ``state_dict()`` / ``load_state_dict()`` save and restore exactly that. A
+    subclass's ``__iter__`` makes its batches from :meth:`fresh_chunks`.
     """
     STATE_CHECKED = ("num_samples", "batch_size", "seed", "rank", "world_size")  # what a saved state must match
 
@@ -84,6 +84,7 @@ class BatchSampler(Sampler[list[int]]):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0          # the epoch the next batch belongs to
         self.step = 0           # batches of that epoch already handed out
+        self.last_fresh: list[int] = []  # the fresh chunk of the last batch handed out
 
     def epoch_order(self, epoch: int) -> list[int]:
         """This rank's fresh indices for ``epoch``, in order. Ranks get disjoint, equally long shares."""
@@ -106,22 +107,22 @@ class BatchSampler(Sampler[list[int]]):
         chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for k in range(self.step, len(chunks)):
             # Record the position before handing the chunk out: a checkpoint taken after this step resumes after it.
-            self.step = k + 1
+            self.step, self.last_fresh = k + 1, chunks[k]
             yield chunks[k]
         self.epoch, self.step = self.epoch + 1, 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step,
+        return {"epoch": self.epoch, "step": self.step, "last_fresh": list(self.last_fresh),
                 **{key: getattr(self, key) for key in self.STATE_CHECKED}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved position. Keys this sampler does not keep are passed over: before the samplers had a common
-        base, every sampler's state also held DLB's ``last_fresh`` and ``carry_over``."""
+        base, every sampler's state also held DLB's ``carry_over``."""
         for key in self.STATE_CHECKED:
             if state[key] != getattr(self, key):
                 raise ConfigError(f"sampler state was saved with {key}={state[key]!r}, this run has "
                                   f"{getattr(self, key)!r}")
-        self.epoch, self.step = state["epoch"], state["step"]
+        self.epoch, self.step, self.last_fresh = state["epoch"], state["step"], list(state["last_fresh"])
 
 
 class PlainBatchSampler(BatchSampler):
@@ -139,9 +140,8 @@ class DLBBatchSampler(BatchSampler):
     indices. With ``carry_over`` (the original code's behaviour) the last fresh half of epoch e is repeated in the first
     batch of epoch e+1; without it every epoch starts clean. With carry-over, an index repeated from the end of epoch e
     can also be drawn fresh in the first chunk of epoch e+1, so that one batch may hold it twice (as in the original
-    code); it then has two augmentations, and the KL term applies to its repeated copy only. The last fresh half is
-    part of the saved state; with several processes each rank keeps its own overlap (its repeated half is its own
-    previous fresh half).
+    code); it then has two augmentations, and the KL term applies to its repeated copy only. With several processes
+    each rank keeps its own overlap (its repeated half is its own previous fresh half).
     """
     STATE_CHECKED = BatchSampler.STATE_CHECKED + ("carry_over",)
 
@@ -149,20 +149,11 @@ class DLBBatchSampler(BatchSampler):
                  carry_over: bool = True, rank: int = 0, world_size: int = 1):
         super().__init__(num_samples, batch_size, shuffle, seed, rank, world_size)
         self.carry_over = carry_over
-        self.last_fresh: list[int] = []  # the fresh half of the last batch handed out
 
     def __iter__(self) -> Iterator[Batch]:
         """The remaining batches of the current epoch; afterwards the sampler stands at the next epoch."""
         starts_clean = self.step == 0 and not self.carry_over
         repeated = [] if starts_clean else self.last_fresh
         for fresh in self.fresh_chunks():
-            self.last_fresh = fresh
             yield Batch(repeated, fresh)
             repeated = fresh
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "last_fresh": list(self.last_fresh)}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.last_fresh = list(state["last_fresh"])
