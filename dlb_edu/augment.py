@@ -1,4 +1,9 @@
-"""Extra augmentation on top of crop + flip: Cutout, mixup and CutMix, on whole normalized batches.
+"""Augmentation of whole batches: CIFAR's crop + flip, normalization, then Cutout, mixup or CutMix.
+
+Every step's uint8 batch is cropped and flipped (He et al., 2016: zero-padded by 4 pixels, cropped back at a random
+offset, half of the images flipped; :func:`random_crop_flip`), so a repeated sample gets a fresh crop and flip each
+time it is drawn, then standardized per channel (:func:`normalize`). The :class:`Augmenter` may add one of these to
+the normalized batch:
 
 * Cutout (DeVries & Taylor, 2017): zero a square patch of every image; its centre is uniform over the image
   and the part outside the border is dropped. Side 16 on CIFAR-10 (8 on CIFAR-100). Zero is applied after
@@ -27,6 +32,32 @@ import torch
 
 from .config import check_value
 from .errors import ConfigError
+
+
+def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """CIFAR augmentation for a batch: zero-pad by ``padding``, crop back at a random offset, flip half at random.
+
+    ``x`` is (n, C, H, W), any dtype, on any device; each image gets its own offset and flip, drawn from
+    ``generator`` (which must live on ``x``'s device), so the same generator state gives the same batch.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=dev, generator=generator)
+    flips = torch.rand(n, device=dev, generator=generator) < 0.5
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    rows = offsets[0, :, None] + torch.arange(h, device=dev)  # (n, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=dev)  # (n, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flipped crop reads its columns backwards
+    batch = torch.arange(n, device=dev)[:, None, None]
+    # Advanced indexing over (batch, row, col) gives (n, H, W, C); move channels back to dim 1.
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float, per-channel standardized."""
+    mean = mean.to(x.device).view(1, -1, 1, 1)
+    std = std.to(x.device).view(1, -1, 1, 1)
+    return (x.float() / 255 - mean) / std
 
 
 @dataclass

@@ -1,11 +1,9 @@
-"""Data sets as uint8 tensors in memory, and the CIFAR augmentation that works on whole batches.
+"""Data sets as uint8 tensors in memory, read once and checked at the door.
 
 Every source (CIFAR-10/100 through torchvision, the bundled ``cifar10-mini``, an image folder, ``synthetic``) is
 loaded once into an :class:`ImageData`: uint8 images ``(N, 3, H, W)`` and int64 labels. CIFAR images are 3 KiB each,
 so even all of CIFAR-10 is 176 MiB: keeping it resident (on the GPU when there is one) is faster than decoding and
-augmenting per sample in worker processes. The augmentation (4-pixel zero-padded random crop, horizontal flip; He et
-al., 2016) is one function for a whole batch, driven by an explicit ``torch.Generator``, so a run can be replayed
-exactly and a repeated sample gets a fresh crop and flip each time it is drawn.
+augmenting per sample in worker processes: :mod:`~dlb_edu.augment` crops, flips and normalizes a whole batch at once.
 
 Bad data is refused at the door with one :class:`~dlb_edu.errors.DataError` line that names the file and what is
 wrong: every file source goes through :func:`check_arrays` (what a labelled image data set is), every image file
@@ -476,32 +474,3 @@ def _reason(e: BaseException) -> str:
     text = text if len(text) <= 160 else text[:157] + "..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Augmentation and normalization
-# ---------------------------------------------------------------------------------------------------------------
-
-def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """CIFAR augmentation for a batch: zero-pad by ``padding``, crop back at a random offset, flip half at random.
-
-    ``x`` is (n, C, H, W), any dtype, on any device; each image gets its own offset and flip, drawn from
-    ``generator`` (which must live on ``x``'s device), so the same generator state gives the same batch.
-    """
-    n, _, h, w = x.shape
-    dev = x.device
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=dev, generator=generator)
-    flips = torch.rand(n, device=dev, generator=generator) < 0.5
-    padded = torch.nn.functional.pad(x, (padding,) * 4)
-    rows = offsets[0, :, None] + torch.arange(h, device=dev)  # (n, H)
-    cols = offsets[1, :, None] + torch.arange(w, device=dev)  # (n, W)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flipped crop reads its columns backwards
-    batch = torch.arange(n, device=dev)[:, None, None]
-    # Advanced indexing over (batch, row, col) gives (n, H, W, C); move channels back to dim 1.
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float, per-channel standardized."""
-    mean = mean.to(x.device).view(1, -1, 1, 1)
-    std = std.to(x.device).view(1, -1, 1, 1)
-    return (x.float() / 255 - mean) / std

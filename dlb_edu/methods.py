@@ -10,7 +10,7 @@ soft targets without a pre-trained teacher. Each method here is one small class 
 
 ``ce`` is the cross-entropy the method uses, ``consistency`` its extra term, a KL divergence toward soft targets
 (logged as ``train_consistency``; zero where the method folds everything into the targets). ``batch`` is the
-sampler's batch (a :class:`~dlb_edu.sampling.DLBBatch`, or CS-KD's :class:`~dlb_edu.pairs.ClassPairBatch`), ``idx``
+sampler's batch (a :class:`~dlb_edu.sampling.Batch`, or CS-KD's :class:`~dlb_edu.pairs.ClassPairBatch`), ``idx``
 the same indices as a tensor on the training device (the trainer's one copy per step), ``mix`` the augmentation's
 :class:`~dlb_edu.augment.Mix` or None: with mixup or CutMix every target, hard or soft, is mixed the way the images
 were. The settings are checked once, by :class:`~dlb_edu.config.TrainConfig`.
@@ -74,7 +74,9 @@ def _rows(mix: Mix | None, rows: slice) -> Mix | None:
 
 class Method:
     """Plain cross-entropy: the baseline. Subclasses change the targets or add a term."""
-    batch_sampler = PlainBatchSampler  # called as batch_sampler(num_samples, batch_size, shuffle=, seed=, ...)
+    # Called as batch_sampler(num_samples, batch_size, shuffle=, seed=, rank=, world_size=); a method binds its own
+    # sampler's other settings (DLB's carry_over, CS-KD's labels).
+    batch_sampler = PlainBatchSampler
 
     def forward_calls(self, batch, forward: str) -> list[tuple[slice, bool]]:
         """The step's forward calls in the order they run: ``(rows of the batch, with gradient)``. Here one call with
@@ -112,13 +114,15 @@ class DLB(Method):
     whose cached logits the previous step stored; this step stores its fresh rows' logits in the same cache. See
     :func:`~dlb_edu.losses.dlb_loss`, which this calls, with mixed targets when the batch was mixed. With mixup
     or CutMix the repeated half is mixed anew, like it is cropped anew: its teacher is the logits the last step gave
-    the same samples under another crop and another mix.
+    the same samples under another crop and another mix. ``carry_over`` is its sampler's
+    (:class:`~dlb_edu.sampling.DLBBatchSampler`): whether an epoch's last fresh half is repeated in the next epoch.
     """
-    batch_sampler = DLBBatchSampler
 
-    def __init__(self, cache: SoftTargetCache | None = None, temperature: float = 3.0, alpha: float = 1.0):
+    def __init__(self, cache: SoftTargetCache | None = None, temperature: float = 3.0, alpha: float = 1.0,
+                 carry_over: bool = True):
         self.cache = cache if cache is not None else SoftTargetCache()
         self.temperature, self.alpha = temperature, alpha
+        self.batch_sampler = functools.partial(DLBBatchSampler, carry_over=carry_over)
 
     def set(self, **knobs: float) -> None:
         """``dlb.set(temperature=..., alpha=...)``: change T or alpha from the next loss call on (the live lab, between
@@ -314,7 +318,8 @@ class PSKD(Method):
 # validated TrainConfig and the (possibly noisy) training labels.
 BUILDERS = {
     "baseline": lambda config, labels, num_classes: Method(),
-    "dlb": lambda config, labels, num_classes: DLB(SoftTargetCache(), config.temperature, config.alpha),
+    "dlb": lambda config, labels, num_classes: DLB(SoftTargetCache(), config.temperature, config.alpha,
+                                                   config.carry_over),
     "label_smoothing": lambda config, labels, num_classes: LabelSmoothing(num_classes, config.ls_epsilon),
     "tf_kd": lambda config, labels, num_classes: TfKD(num_classes, config.tfkd_alpha, config.tfkd_temperature,
                                                      config.tfkd_correct_prob, config.tfkd_multiplier),

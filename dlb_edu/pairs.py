@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 
 from .errors import ConfigError
-from .sampling import DLBBatchSampler, step_seed
+from .sampling import BatchSampler, step_seed
 from .seeds import derive_seed
 
 _PAIR_STREAM = 17  # the pairs' coordinate under the step's seed: a stream apart from the step's augmentation
@@ -65,7 +65,7 @@ class ClassPairBatch(list):
         return self.anchor_rows
 
 
-class ClassPairBatchSampler(DLBBatchSampler):
+class ClassPairBatchSampler(BatchSampler):
     """The baseline's fresh chunks as anchors, each with a random sample of its class (``labels[i]``)."""
 
     def __init__(self, num_samples: int, batch_size: int, *, labels: torch.Tensor, **kwargs):
@@ -87,6 +87,6 @@ class ClassPairBatchSampler(DLBBatchSampler):
         return self.by_class[self.class_start[c] + j].tolist()
 
     def __iter__(self) -> Iterator[ClassPairBatch]:
-        for batch in super().__iter__():
-            # The parent has just set (epoch, step) to this batch's position: the pairs are drawn from it.
-            yield ClassPairBatch(batch.fresh, self.partners(batch.fresh, self.epoch, self.step - 1))
+        for anchors in self.fresh_chunks():
+            # fresh_chunks has just set (epoch, step) to this batch's position: the pairs are drawn from it.
+            yield ClassPairBatch(anchors, self.partners(anchors, self.epoch, self.step - 1))

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, distributed, metrics
-from .augment import Augmenter
+from .augment import Augmenter, normalize, random_crop_flip
 from .cache import SoftTargetCache
 from .config import PRESETS, TrainConfig, resolve_device, resolve_precision
-from .data import ImageData, check_trainable, load_dataset, normalize, random_crop_flip
+from .data import ImageData, check_trainable, load_dataset
 from .epoch_stats import EpochStats
 from .errors import ConfigError
 from .methods import build_method
@@ -102,8 +102,8 @@ class Trainer:
                                                              self.memory_format, self.gpu_speedups, self.world_size)
         self.method = build_method(cfg, self.y_train, self.data.num_classes)
         # Plain batches, DLB's overlapping ones, or CS-KD's class pairs; it checks the batch size against the data.
-        self.sampler = self.method.batch_sampler(len(self.x_train), cfg.batch_size, seed=cfg.seed,
-                                                 carry_over=cfg.carry_over, rank=self.rank, world_size=self.world_size)
+        self.sampler = self.method.batch_sampler(len(self.x_train), cfg.batch_size, seed=cfg.seed, rank=self.rank,
+                                                 world_size=self.world_size)
         self.augment = Augmenter(cfg.augment, cfg.cutout_size, cfg.mix_alpha, cfg.cutmix_prob)
         self.probe_idx = metrics.probe_indices(len(self.x_train), cfg.probe_size, cfg.seed).to(self.device)
         self.prev_probe_probs, self.history = None, []  # the last epoch's probe predictions; one row per epoch

@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import metrics
-from .data import random_crop_flip
+from .augment import random_crop_flip
 from .errors import ConfigError
 from .progress import format_bytes  # noqa: F401 (the notebooks call viz.format_bytes)
 
@@ -379,7 +379,7 @@ def first_fresh_order(batches, num_samples: int) -> list[int]:
 def plot_index_streams(streams: dict, num_samples: int, steps_per_epoch: int, title: str = "", fig=None):
     """One heat-map per sampler: which sample (row) is in the batch at which step (column), fresh or repeated.
 
-    ``streams`` maps a name to a list of batches (``DLBBatch``). Rows follow the order in which the first stream
+    ``streams`` maps a name to a list of batches (``Batch``). Rows follow the order in which the first stream
     draws the samples fresh, so epoch 1 reads as a staircase; dashed lines mark epoch boundaries.
     """
     import seaborn as sns  # imported here: it takes a second and only two plots need it

@@ -29,7 +29,7 @@ from .data import ImageData, load_dataset
 from .errors import ConfigError, TrainingDiverged
 from .lab import FRAME_DPI, LiveLab, LiveView, default_every, lab_config
 from .losses import consistency_loss, dlb_loss
-from .sampling import DLBBatch, DLBBatchSampler, PlainBatchSampler
+from .sampling import Batch, DLBBatchSampler, PlainBatchSampler
 from .smoke import SMOKE_CONFIG, smoke_mode
 from .train import Trainer
 
@@ -75,9 +75,9 @@ class _App:
 # Notebook 01: the index stream
 # ---------------------------------------------------------------------------------------------------------------
 
-def take_batches(sampler, steps: int) -> list[DLBBatch]:
+def take_batches(sampler, steps: int) -> list[Batch]:
     """The first ``steps`` batches of ``sampler``, across epoch boundaries."""
-    batches: list[DLBBatch] = []
+    batches: list[Batch] = []
     while len(batches) < steps:
         for batch in sampler:
             batches.append(batch)
@@ -87,10 +87,12 @@ def take_batches(sampler, steps: int) -> list[DLBBatch]:
 
 
 def index_streams(num_samples: int, batch_size: int, steps: int, seed: int = 0,
-                  carry_over: bool = True) -> dict[str, list[DLBBatch]]:
-    """The first ``steps`` batches of the plain shuffled sampler and of DLB's, with the same seed."""
-    return {name: take_batches(cls(num_samples, batch_size, seed=seed, carry_over=carry_over), steps)
-            for name, cls in (("plain shuffled sampler", PlainBatchSampler), ("DLBBatchSampler", DLBBatchSampler))}
+                  carry_over: bool = True) -> dict[str, list[Batch]]:
+    """The first ``steps`` batches of the plain shuffled sampler and of DLB's, with the same seed (``carry_over`` is
+    DLB's)."""
+    return {"plain shuffled sampler": take_batches(PlainBatchSampler(num_samples, batch_size, seed=seed), steps),
+            "DLBBatchSampler": take_batches(DLBBatchSampler(num_samples, batch_size, seed=seed, carry_over=carry_over),
+                                            steps)}
 
 
 def _bounded(name: str, value, low, high, integer: bool = True):
@@ -302,7 +304,7 @@ class StabilityApp(_App):
                  f"T = {cfg.temperature:g}, alpha = {cfg.alpha:g}, forward = {cfg.forward}")
         start = time.perf_counter()
         # One epoch of each method in turn: the two curves grow together.
-        epochs = [t.epochs(on_step=lambda trainer, loss, m=m: losses[m].append(float(loss)))
+        epochs = [t.epochs(on_step=lambda trainer, record, m=m: losses[m].append(float(record.loss)))
                   for m, t in self.trainers.items()]
         for rows in zip(*epochs):
             for m, row in zip(self.trainers, rows):

@@ -2,14 +2,45 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlb_edu.augment import Augmenter, cutout, mix_batch
+from dlb_edu.augment import Augmenter, cutout, mix_batch, normalize, random_crop_flip
+from dlb_edu.data import make_synthetic
 from dlb_edu.errors import ConfigError
 from dlb_edu.pairs import ClassPairBatch
-from dlb_edu.sampling import DLBBatch
+from dlb_edu.sampling import Batch
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def test_random_crop_flip_is_a_shifted_padded_window_maybe_flipped():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1  # no zeros inside the image
+    g = torch.Generator().manual_seed(0)
+    out = random_crop_flip(x, padding=2, generator=g)
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.randint(0, 5, (2, 2), generator=g)
+    flips = torch.rand(2, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        oy, ox = offsets[0, i].item(), offsets[1, i].item()
+        window = padded[i, :, oy:oy + 8, ox:ox + 8]
+        expected = window.flip(2) if flips[i] else window
+        assert torch.equal(out[i], expected)
+
+
+def test_random_crop_flip_is_reproducible_and_varies():
+    x = make_synthetic().x_train[:16]
+    a = random_crop_flip(x, generator=torch.Generator().manual_seed(1))
+    b = random_crop_flip(x, generator=torch.Generator().manual_seed(1))
+    c = random_crop_flip(x, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.dtype == torch.uint8
+
+
+def test_normalize_standardizes_training_data():
+    data = make_synthetic()
+    z = normalize(data.x_train, data.mean, data.std)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
 
 
 def numbered_images(n, size=8):
@@ -54,7 +85,7 @@ def test_cutmix_probability_zero_leaves_the_batch_unmixed():
 
 def test_dlb_halves_are_mixed_separately():
     x = numbered_images(8)
-    batch = DLBBatch([0, 1, 2], [3, 4, 5, 6, 7])
+    batch = Batch([0, 1, 2], [3, 4, 5, 6, 7])
     _, mix = Augmenter("mixup")(x, batch, gen(4))
     assert set(mix.perm[:3].tolist()) == {0, 1, 2} and set(mix.perm[3:].tolist()) == {3, 4, 5, 6, 7}
     assert mix.lam[:3].unique().numel() == 1 and mix.lam[3:].unique().numel() == 1
@@ -74,7 +105,7 @@ def test_cs_kd_pairs_are_mixed_exactly_like_their_anchors(kind):
 
 def test_augmentation_is_a_function_of_the_step_generator():
     x = torch.randn(6, 3, 8, 8, generator=gen(0))
-    batch = DLBBatch([0, 1], [2, 3, 4, 5])
+    batch = Batch([0, 1], [2, 3, 4, 5])
     for kind in ("cutout", "mixup", "cutmix"):
         aug = Augmenter(kind, cutout_size=4, cutmix_prob=1.0)
         a, b, c = aug(x, batch, gen(3))[0], aug(x, batch, gen(3))[0], aug(x, batch, gen(4))[0]

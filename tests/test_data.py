@@ -7,8 +7,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from dlb_edu.data import (bundled_mini, load_cifar10_mini, load_dataset, make_synthetic, normalize,
-                          random_crop_flip)
+from dlb_edu.data import bundled_mini, load_cifar10_mini, load_dataset, make_synthetic
 from dlb_edu.errors import DataError
 
 
@@ -121,33 +120,3 @@ def test_malformed_image_folder_is_refused(tmp_path, breakage, match):
 def test_unknown_dataset_is_refused():
     with pytest.raises(DataError, match="unknown dataset 'cifar11'"):
         load_dataset("cifar11")
-
-
-def test_random_crop_flip_is_a_shifted_padded_window_maybe_flipped():
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1  # no zeros inside the image
-    g = torch.Generator().manual_seed(0)
-    out = random_crop_flip(x, padding=2, generator=g)
-    g = torch.Generator().manual_seed(0)
-    offsets = torch.randint(0, 5, (2, 2), generator=g)
-    flips = torch.rand(2, generator=g) < 0.5
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    for i in range(2):
-        oy, ox = offsets[0, i].item(), offsets[1, i].item()
-        window = padded[i, :, oy:oy + 8, ox:ox + 8]
-        expected = window.flip(2) if flips[i] else window
-        assert torch.equal(out[i], expected)
-
-
-def test_random_crop_flip_is_reproducible_and_varies():
-    x = make_synthetic().x_train[:16]
-    a = random_crop_flip(x, generator=torch.Generator().manual_seed(1))
-    b = random_crop_flip(x, generator=torch.Generator().manual_seed(1))
-    c = random_crop_flip(x, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(a, b) and not torch.equal(a, c) and a.dtype == torch.uint8
-
-
-def test_normalize_standardizes_training_data():
-    data = make_synthetic()
-    z = normalize(data.x_train, data.mean, data.std)
-    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
-    assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)

@@ -14,8 +14,9 @@ from PIL import Image
 
 import dlb_edu.data as data_module
 from dlb_edu.cli import main
+from dlb_edu.augment import normalize, random_crop_flip
 from dlb_edu.data import (ARRAY_KEYS, ImageData, channel_stats, check_arrays, check_image_size, check_trainable,
-                          load_dataset, normalize, random_crop_flip)
+                          load_dataset)
 from dlb_edu.config import TrainConfig
 from dlb_edu.errors import ConfigError, DataError
 from dlb_edu.models import MIN_IMAGE_SIZE, build_model

@@ -2,7 +2,8 @@
 they change only float noise."""
 import torch
 
-from dlb_edu.data import make_synthetic, normalize, random_crop_flip
+from dlb_edu.augment import normalize, random_crop_flip
+from dlb_edu.data import make_synthetic
 from dlb_edu.models import build_model
 
 

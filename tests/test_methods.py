@@ -18,7 +18,7 @@ from dlb_edu.errors import ConfigError
 from dlb_edu.losses import dlb_loss
 from dlb_edu.methods import BUILDERS, CSKD, DLB, PSKD, LabelSmoothing, Method, TfKD, cross_entropy
 from dlb_edu.pairs import ClassPairBatch, ClassPairBatchSampler
-from dlb_edu.sampling import DLBBatch, PlainBatchSampler
+from dlb_edu.sampling import Batch, PlainBatchSampler
 from dlb_edu.config import TrainConfig
 from dlb_edu.train import Trainer
 from resume_checks import assert_same_weights, interrupted_then_resumed
@@ -67,7 +67,7 @@ def rand_labels(n, k, seed):
 
 def test_label_smoothing_loss_matches_hand_computed_reference():
     logits, y, k, eps = rand_logits(5, 7, 0), rand_labels(5, 7, 1), 7, 0.1
-    loss, ce_, reg = LabelSmoothing(k, eps).loss(logits, y, DLBBatch([], list(range(5))), epoch=0)
+    loss, ce_, reg = LabelSmoothing(k, eps).loss(logits, y, Batch([], list(range(5))), epoch=0)
     expected = mean(ce(row, [(1 - eps) * t + eps / k for t in one_hot(c, k)])
                     for row, c in zip(logits.tolist(), y.tolist()))
     assert loss.item() == pytest.approx(expected, rel=1e-12)
@@ -78,7 +78,7 @@ def test_label_smoothing_loss_matches_hand_computed_reference():
 def test_tf_kd_loss_matches_hand_computed_reference():
     logits, y, k = rand_logits(6, 5, 2), rand_labels(6, 5, 3), 5
     alpha, T, a, m = 0.3, 4.0, 0.9, 7.0
-    loss, ce_, reg = TfKD(k, alpha, T, a, m).loss(logits, y, DLBBatch([], list(range(6))), epoch=0)
+    loss, ce_, reg = TfKD(k, alpha, T, a, m).loss(logits, y, Batch([], list(range(6))), epoch=0)
     terms = []
     for row, c in zip(logits.tolist(), y.tolist()):
         p_d = [a if j == c else (1 - a) / (k - 1) for j in range(k)]
@@ -106,11 +106,11 @@ def authors_tf_kd_reg(outputs, labels, reg_alpha, reg_temperature, multiplier, c
 @pytest.mark.parametrize("k,multiplier", [(100, 100.0), (10, 100.0), (10, 10.0)])
 def test_tf_kd_loss_is_the_authors_for_their_multiplier(k, multiplier):
     logits, y = rand_logits(16, k, 13), rand_labels(16, k, 14)
-    ours, _, _ = TfKD(k, 0.1, 20.0, 0.99, multiplier).loss(logits, y, DLBBatch([], list(range(16))), epoch=0)
+    ours, _, _ = TfKD(k, 0.1, 20.0, 0.99, multiplier).loss(logits, y, Batch([], list(range(16))), epoch=0)
     theirs = authors_tf_kd_reg(logits, y, 0.1, 20.0, multiplier, 0.99)
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
     # Their KL weight per sample is multiplier / K: ours before tfkd_multiplier existed (weight 1) only when m = K.
-    weight_one = TfKD(k, 0.1, 20.0, 0.99, float(k)).loss(logits, y, DLBBatch([], list(range(16))), epoch=0)[0]
+    weight_one = TfKD(k, 0.1, 20.0, 0.99, float(k)).loss(logits, y, Batch([], list(range(16))), epoch=0)[0]
     assert (abs(weight_one.item() - theirs.item()) < 1e-12) == (multiplier == k)
 
 
@@ -149,7 +149,7 @@ def test_ps_kd_targets_mix_labels_with_last_epoch_predictions():
     k, epochs = 4, 5
     labels = rand_labels(10, k, 6)
     method = PSKD(labels, k, epochs, alpha_T=0.8)
-    batch = DLBBatch([], [7, 2, 5])
+    batch = Batch([], [7, 2, 5])
     y = labels[batch]
     first = rand_logits(3, k, 7)
     # Epoch 0: the target is the one-hot label, whatever alpha_0 is.
@@ -170,7 +170,7 @@ def test_ps_kd_reads_and_writes_the_rows_of_the_index_tensor_it_is_given():
     # The trainer passes its one device copy of the batch's indices; without it the method makes the same tensor.
     k, labels = 4, rand_labels(10, 4, 6)
     given, made = PSKD(labels, k, 5), PSKD(labels, k, 5)
-    batch, logits = DLBBatch([], [7, 2, 5]), rand_logits(3, k, 7)
+    batch, logits = Batch([], [7, 2, 5]), rand_logits(3, k, 7)
     for epoch in (0, 1):
         with_idx = given.loss(logits, labels[batch], batch, epoch, None, torch.tensor(batch))
         without = made.loss(logits, labels[batch], batch, epoch)
@@ -189,7 +189,7 @@ def test_dlb_method_is_dlb_loss_bit_for_bit():
     logits, y, cached = torch.randn(8, 10, generator=g), torch.randint(0, 10, (8,), generator=g), torch.randn(4, 10)
     cache = SoftTargetCache()
     cache.put([0, 1, 2, 3], cached)
-    got = DLB(cache, 3.0, 0.7).loss(logits, y, DLBBatch([0, 1, 2, 3], [4, 5, 6, 7]), epoch=0)
+    got = DLB(cache, 3.0, 0.7).loss(logits, y, Batch([0, 1, 2, 3], [4, 5, 6, 7]), epoch=0)
     for a, b in zip(got, dlb_loss(logits, y, cached, 3.0, 0.7)):
         assert torch.equal(a, b)
 
@@ -204,7 +204,7 @@ def test_mixed_cross_entropy_is_the_lambda_weighted_cross_entropy():
     # and DLB with a mixed batch: that cross-entropy plus the (unmixed) consistency term on the repeated rows
     cache = SoftTargetCache()
     cache.put([9, 8], rand_logits(2, 4, 12))
-    loss, ce_, kd = DLB(cache, 3.0, 1.0).loss(logits, y, DLBBatch([9, 8], [0, 1, 2]), 0, mix)
+    loss, ce_, kd = DLB(cache, 3.0, 1.0).loss(logits, y, Batch([9, 8], [0, 1, 2]), 0, mix)
     cached = cache.get().tolist()
     expected_kd = mean(9 * kl(softmax(cached[i], 3.0), softmax(rows[i], 3.0)) for i in range(2))
     assert ce_.item() == pytest.approx(expected, rel=1e-12) and kd.item() == pytest.approx(expected_kd, rel=1e-6)

@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dlb_edu.errors import ConfigError
+from dlb_edu.pairs import ClassPairBatchSampler
 from dlb_edu.sampling import DLBBatchSampler, PlainBatchSampler
 
 
@@ -81,6 +82,36 @@ def test_state_from_another_configuration_is_refused():
     state = DLBBatchSampler(40, 3, seed=5).state_dict()
     with pytest.raises(ConfigError, match="batch_size"):
         DLBBatchSampler(40, 4, seed=5).load_state_dict(state)
+
+
+def test_dlb_state_refuses_another_carry_over():
+    state = DLBBatchSampler(40, 3, seed=5, carry_over=True).state_dict()
+    with pytest.raises(ConfigError, match="carry_over"):
+        DLBBatchSampler(40, 3, seed=5, carry_over=False).load_state_dict(state)
+
+
+# A sampler's state as every sampler saved it before they had a common base (each was a DLBBatchSampler then).
+OLD_STATE = {"epoch": 1, "step": 2, "last_fresh": [5, 6, 7], "num_samples": 40, "batch_size": 3, "seed": 5,
+             "carry_over": True, "rank": 0, "world_size": 1}
+
+
+@pytest.mark.parametrize("make", [lambda: PlainBatchSampler(40, 3, seed=5),
+                                  lambda: ClassPairBatchSampler(40, 3, seed=5, labels=torch.arange(40) % 4)],
+                         ids=["plain", "class_pair"])
+def test_every_sampler_resumes_from_a_state_saved_in_the_older_format(make):
+    resumed, full = make(), make()
+    resumed.load_state_dict(dict(OLD_STATE))
+    assert (resumed.epoch, resumed.step) == (1, 2)
+    list(full)  # epoch 0
+    assert [list(b) for b in resumed] == [list(b) for b in full][2:]
+    assert set(resumed.state_dict()) == set(OLD_STATE) - {"carry_over"}
+
+
+def test_dlb_resumes_from_a_state_saved_in_the_older_format():
+    s = DLBBatchSampler(40, 3, seed=5)
+    s.load_state_dict(dict(OLD_STATE))
+    first = next(iter(s))
+    assert first.repeated == [5, 6, 7] and s.state_dict() == {**OLD_STATE, "step": 3, "last_fresh": first.fresh}
 
 
 def test_plain_sampler_has_same_fresh_chunks_and_no_repeats():
