@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - start
     view.wait()
     assert lab.state == "finished", lab.error
-    history, snapshot = lab.history(), lab.snapshot()
+    history, snapshot = lab.record.as_dict(), lab.view_state()
     lr_drop = snapshot["lr_drops"][0]
     accs = {m: t.history[-1]["test_acc"] for m, t in lab.trainers.items()}
     record = {

@@ -128,7 +128,7 @@ class LiveLab:
     ``on_step(trainer, record)`` (optional) sees every step of both runs, in its worker thread, once recorded.
 
     Use it as ``lab.start()``, then ``set``, ``pause``, ``resume``, ``inspect``, ``stop`` from any thread;
-    ``wait()`` blocks until the run ends. The turn-taking is :mod:`~dlb_edu.lab_schedule`'s; ``snapshot()`` copies
+    ``wait()`` blocks until the run ends. The turn-taking is :mod:`~dlb_edu.lab_schedule`'s; ``view_state()`` copies
     the record for drawing and :mod:`~dlb_edu.lab_status` words it. (The trainers' own epoch times, in their
     histories, include the other method's turns: the two share the machine step by step.)
     """
@@ -248,11 +248,7 @@ class LiveLab:
             raise ConfigError("no repeated half yet: DLB's first step has no cached logits; inspect after step 2")
         return inspect_step(*self._inspectable, sample)
 
-    def history(self) -> dict:
-        """The lab's record as plain data: changes, the points every K steps and the values of every step."""
-        return self.record.as_dict()
-
-    def snapshot(self) -> dict:
+    def view_state(self) -> dict:
         """What a view draws, copied under the lock: the state, the points, the changes and the lr drops."""
         with self.turns.cond:
             snap = {"state": self.state, "step": self.step, "total_steps": self.total_steps, "every": self.every,
@@ -414,7 +410,7 @@ class LiveView:
         """Draw the lab's current state now if it changed since the last frame; return the PNG (None if not)."""
         from . import viz
 
-        snap = self.lab.snapshot()
+        snap = self.lab.view_state()
         if snap["version"] == self._drawn_version:
             return None
         snap.update(status=status_line(self.lab), title=title(self.lab))

@@ -726,10 +726,10 @@ LAB_PANELS = (
 )
 
 
-def plot_lab(snapshot: dict, fig=None):
+def plot_lab(view: dict, fig=None):
     """The live lab's view: four panels against the step, the baseline and DLB in each, one point every K steps.
 
-    ``snapshot`` comes from :meth:`dlb_edu.lab.LiveLab.snapshot`. Solid vertical lines mark the changes of T and
+    ``view`` comes from :meth:`dlb_edu.lab.LiveLab.view_state`. Solid vertical lines mark the changes of T and
     alpha (labelled old -> new), grey dotted ones the learning-rate drops. DLB's total loss (CE + alpha T^2 KL) is
     dashed in the first panel. The KL panels use a log scale: a change of alpha shows as a step in it.
     """
@@ -739,8 +739,8 @@ def plot_lab(snapshot: dict, fig=None):
         fig = plt.figure(figsize=(12, 6.5))
     fig.clear()
     axes = fig.subplots(2, 2).flat
-    points, every = snapshot["points"], snapshot["every"]
-    x_max = max(snapshot["total_steps"], 1)
+    points, every = view["points"], view["every"]
+    x_max = max(view["total_steps"], 1)
     empty = not any(p["step"] for p in points.values())
     for ax, (key, label, scale) in zip(axes, LAB_PANELS):
         for name, p in points.items():
@@ -751,9 +751,9 @@ def plot_lab(snapshot: dict, fig=None):
         values = [v for p in points.values() for v in p[key] if v == v]  # NaN: not measured yet
         if scale == "log" and values and min(values) > 0:
             ax.set_yscale("log")
-        for step in snapshot["lr_drops"]:
+        for step in view["lr_drops"]:
             ax.axvline(step, color="0.55", ls=":", lw=1.2)
-        for c in snapshot["changes"]:
+        for c in view["changes"]:
             ax.axvline(c["step"], color=KNOB_COLORS[c["name"]], lw=1.4)
             ax.annotate(f"{KNOB_SYMBOLS[c['name']]} {c['old']:g}→{c['new']:g}", (c["step"], 1),
                         xycoords=("data", "axes fraction"), xytext=(-2, -3), textcoords="offset points",
@@ -771,8 +771,8 @@ def plot_lab(snapshot: dict, fig=None):
                 Line2D([], [], color=KNOB_COLORS["alpha"], lw=1.4, label="α changed"),
                 Line2D([], [], color="0.55", ls=":", lw=1.2, label="learning rate ×0.1")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=10.5, frameon=False)
-    if snapshot.get("title"):
-        fig.suptitle(snapshot["title"], fontsize=11)
+    if view.get("title"):
+        fig.suptitle(view["title"], fontsize=11)
     # A fixed layout: tight_layout would draw the figure once more, and this figure is redrawn while training runs.
     fig.subplots_adjust(left=0.065, right=0.98, top=0.91, bottom=0.17, hspace=0.5, wspace=0.2)
     return fig

@@ -121,16 +121,16 @@ def test_stop_joins_both_threads_at_the_same_step(stopped):
     assert lab.state == "stopped" and lab.ended and lab.wait(timeout=0)
     assert all(not t.is_alive() for t in lab.turns.threads)
     assert [t.steps_done for t in lab.trainers.values()] == [7, 7]
-    assert lab.history()["steps"]["dlb"]["step"] == list(range(1, 8))
+    assert lab.record.as_dict()["steps"]["dlb"]["step"] == list(range(1, 8))
     assert "stopped after step 7/16" in status_line(lab)
 
 
 def test_the_change_is_recorded_at_the_first_step_that_uses_it(stopped):
     lab = stopped["lab"]
     assert lab.changes == [Change(step=5, name="alpha", old=1.0, new=2.5)]
-    assert lab.history()["steps"]["dlb"]["alpha"] == [1.0] * 4 + [2.5] * 3
-    assert lab.snapshot()["changes"] == [{"step": 5, "name": "alpha", "old": 1.0, "new": 2.5}]
-    assert json.loads((stopped["out"] / "lab.json").read_text())["changes"] == lab.snapshot()["changes"]
+    assert lab.record.as_dict()["steps"]["dlb"]["alpha"] == [1.0] * 4 + [2.5] * 3
+    assert lab.view_state()["changes"] == [{"step": 5, "name": "alpha", "old": 1.0, "new": 2.5}]
+    assert json.loads((stopped["out"] / "lab.json").read_text())["changes"] == lab.view_state()["changes"]
 
 
 def test_the_loss_uses_the_new_alpha_from_that_step_on(stopped):
@@ -146,7 +146,7 @@ def test_the_loss_uses_the_new_alpha_from_that_step_on(stopped):
         if step >= 5:  # and not the old value: the consistency term is there to tell them apart
             assert kd > 0
             assert not torch.allclose(call["loss"], dlb_loss(call["logits"], call["y"], call["cached"], 3.0, 1.0)[0])
-    recorded = stopped["lab"].history()["steps"]["dlb"]
+    recorded = stopped["lab"].record.as_dict()["steps"]["dlb"]
     torch.testing.assert_close(torch.tensor(recorded["loss"]), torch.stack([c["loss"] for c in calls]))
     for loss, ce, kd, alpha in zip(recorded["loss"], recorded["ce"], recorded["consistency"], recorded["alpha"]):
         assert loss == pytest.approx(ce + alpha * kd, rel=1e-5)
@@ -179,7 +179,7 @@ def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one
     resumed = make_lab(cli_synthetic, out_dir=out, resume=True)
     assert resumed.step == 7 and resumed.knobs() == {"temperature": 3.0, "alpha": 2.5}
     assert resumed.changes == [Change(5, "alpha", 1.0, 2.5)]
-    assert resumed.history()["steps"]["dlb"]["step"] == list(range(1, 8))  # its record continues too
+    assert resumed.record.as_dict()["steps"]["dlb"]["step"] == list(range(1, 8))  # its record continues too
     resumed.start()
     assert resumed.wait(timeout=300) and resumed.state == "finished", resumed.error
 
@@ -189,7 +189,7 @@ def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one
     assert uninterrupted.wait(timeout=300) and uninterrupted.state == "finished", uninterrupted.error
     for method in ("baseline", "dlb"):
         assert_same_weights(final_weights(resumed.trainers[method]), final_weights(uninterrupted.trainers[method]))
-    a, b = resumed.history(), uninterrupted.history()
+    a, b = resumed.record.as_dict(), uninterrupted.record.as_dict()
     assert a["changes"] == b["changes"] and a["steps"]["dlb"]["alpha"] == b["steps"]["dlb"]["alpha"]
     assert a["points"]["dlb"]["step"] == b["points"]["dlb"]["step"] == list(range(2, 17, 2))
 
@@ -205,7 +205,7 @@ def test_a_resumed_lab_reapplies_its_changes_and_ends_where_an_uninterrupted_one
 
 def test_stability_points_every_k_steps_with_dlb_step_kl_read_from_the_step(stopped):
     lab, calls = stopped["lab"], stopped["calls"]
-    points = lab.history()["points"]
+    points = lab.record.as_dict()["points"]
     for method in ("baseline", "dlb"):
         p = points[method]
         assert p["step"] == [2, 4, 6]
@@ -215,7 +215,7 @@ def test_stability_points_every_k_steps_with_dlb_step_kl_read_from_the_step(stop
         call = calls[step - 1]  # cached logits of the repeated half against this step's logits of them, at T = 1
         expected = step_kl(call["cached"], call["logits"][:call["r"]])
         assert points["dlb"]["step_kl"][k] == pytest.approx(expected, rel=1e-6)
-        steps = lab.history()["steps"]["dlb"]
+        steps = lab.record.as_dict()["steps"]["dlb"]
         assert points["dlb"]["ce"][k] == pytest.approx(sum(steps["ce"][step - 2:step]) / 2)
 
 
@@ -244,7 +244,7 @@ def test_inspector_refuses_a_sample_outside_the_repeated_half(stopped):
 
 
 def test_the_figure_marks_the_change_in_every_panel(stopped):
-    fig = viz.plot_lab(stopped["lab"].snapshot())
+    fig = viz.plot_lab(stopped["lab"].view_state())
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert len(panels) == 4 and all(ax.get_xlabel() and ax.get_ylabel() for ax in panels)
     for ax in panels:
