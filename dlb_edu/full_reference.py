@@ -87,6 +87,7 @@ class FullReference:
         jobs = m.get("jobs", [])
         loads = [j["loadavg_start"][0] for j in jobs] + [j["loadavg_end"][0] for j in jobs]
         load = f"load average {min(loads):.1f}-{max(loads):.1f} during the runs" if loads else "load not recorded"
+        revs = m.get("git_revs_recorded") or [m.get("git_rev")]  # of the code that trained, from the summaries
         cpus = {}  # the CPU each run trained on
         for run in m.get("runs", []):
             cpus.setdefault(run.get("cpu", mach.get("cpu")), []).append(f"{run['group']} seed {run['seed']}")
@@ -95,7 +96,7 @@ class FullReference:
                 f"machine: {mach.get('cpu_cores')}-core CPU ({cpu}), no GPU, "
                 f"{', '.join(map(str, m.get('threads', [])))} threads, precision "
                 f"{', '.join(map(str, m.get('precision', [])))}; {load}; one run at a time; torch {mach.get('torch')}\n"
-                f"date: {m.get('date')}, git revision: {m.get('git_rev')}; commands in "
+                f"date: {m.get('date')}, git revision{'s' * (len(revs) > 1)}: {', '.join(revs)}; commands in "
                 f"{DEFAULT_DIR / 'manifest.json'}")
 
 
