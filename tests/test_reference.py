@@ -165,3 +165,22 @@ def test_a_history_that_is_not_one_is_refused_in_one_line(tmp_path):
     path.write_text("epoch,test_acc\n1,abc\n")
     with pytest.raises(DataError, match="not a number"):
         reference.read_history(path)
+
+
+def test_the_committed_reruns_say_what_their_readme_says():
+    """results/full/reruns/: the same machine reproduced a run bit for bit, another CPU model did not."""
+    import csv
+    from pathlib import Path
+
+    full = Path(__file__).parents[1] / "results" / "full"
+
+    def rows(path):
+        with open(path) as f:
+            return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in csv.DictReader(f)]
+
+    same, other = (rows(full / "reruns" / n / "baseline" / "history.csv") for n in ("noise40_seed0", "clean_seed0"))
+    assert len(same) == len(other) == 16
+    assert same == rows(full / "noise40" / "seed0" / "baseline" / "history.csv")
+    original = rows(full / "clean" / "seed0" / "baseline" / "history.csv")
+    assert other[0]["train_loss"] != original[0]["train_loss"]
+    assert round(float(other[-1]["test_acc"]), 4) == 0.7586 and round(float(original[-1]["test_acc"]), 4) == 0.7653
