@@ -55,8 +55,8 @@ PRESETS = {
                   forward="joint", precision="auto"),
     # The paper's recipe and schedule shape on a network two CPU cores train on all of CIFAR-10 in minutes: 16 epochs
     # put the drops at epochs 10, 12 and 14, the authors' 150/180/210 of 240 scaled by 1/15, and one seed's baseline +
-    # DLB pair trains in about 17 minutes on a quiet 2-core machine (median epochs 20 s and 43 s; README, "The full
-    # CIFAR-10 experiment on a CPU").
+    # DLB pair trains in 10 minutes on a quiet 2-core AMD EPYC (seed 2's clean pair: 574 s) and about 17 on the
+    # loaded Intel Xeon of the first runs (README, "The full CIFAR-10 experiment on a CPU").
     "cpu": dict(arch="small_cnn", epochs=16, batch_size=64, lr=0.05, momentum=0.9, nesterov=True,
                 weight_decay=5e-4, milestones=(0.625, 0.75, 0.875), temperature=3.0, alpha=1.0,
                 forward="split", precision="auto"),
