@@ -57,11 +57,13 @@ def select(names: list[str] | None, notebook_dir: Path = NOTEBOOK_DIR) -> list[P
 
 
 def git_revision(root: Path = ROOT) -> str:
-    """The short revision, with ``+ uncommitted changes`` when the work tree differs from it."""
+    """The short revision, with ``+ uncommitted changes`` when the work tree differs from it (the executed copies
+    themselves, which this script is rewriting, do not count)."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        copies = [f":(exclude){DEFAULT_OUT.relative_to(root)}"] if DEFAULT_OUT.is_relative_to(root) else []
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *copies], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
