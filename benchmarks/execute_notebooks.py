@@ -12,7 +12,8 @@ changed from the notebook's own. The clean notebooks stay the source; regenerate
 
 Notebook 05 in learner mode trains a full experiment for about an hour; its copy is made with the overrides in
 ``OVERRIDES`` (a short run on the bundled mini set), injected after its ``parameters`` cell as papermill does, and
-its header says so. Each kernel starts in ``notebooks/``; notebook 05 writes its runs into a temporary folder.
+its header says so. Each kernel starts in ``notebooks/``; notebook 05 writes its runs into a temporary folder
+(``out_dir``, injected too), so a copy never resumes the runs of an earlier one.
 """
 from __future__ import annotations
 
@@ -157,11 +158,11 @@ def execute(path: Path, out_dir: Path, smoke: bool, command: str, html: bool = F
     """Execute one notebook into ``out_dir`` (``.ipynb``, and ``.html`` if ``html``); return what it took."""
     nb = nbformat.read(path, as_version=4)
     overrides, reason = OVERRIDES.get(path.stem, (None, ""))
-    if overrides and not smoke:
-        inject(nb, overrides)
     started = datetime.datetime.now(datetime.timezone.utc)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"dlb_edu_{path.stem}_") as tmp:
+        if overrides and not smoke:  # and its runs go to a fresh folder, so the copy never resumes an older run
+            inject(nb, {**overrides, "out_dir": str(Path(tmp) / "runs")})
         env = {"DLB_EDU_OUT": str(Path(tmp) / "runs"), "TMPDIR": tmp}
         saved = {k: os.environ.get(k) for k in (*env, "DLB_EDU_SMOKE")}
         os.environ.update(env)
