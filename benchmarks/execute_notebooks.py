@@ -39,7 +39,8 @@ OVERRIDES = {
     "05_full_cifar_experiment": (
         {"preset": "quick", "dataset": "cifar10-mini", "download": False, "seeds": [0], "epochs": 3,
          "budget_minutes": 10},
-        "in learner mode this notebook trains the full CIFAR-10 experiment (about an hour on a 2-core CPU); this "
+        "in learner mode this notebook trains the full CIFAR-10 experiment (2 seeds of the cpu preset: 20 minutes on "
+        "a quiet 2-core CPU, more on a busy one); this "
         "copy trains one seed of the `quick` preset on the bundled mini set for 3 epochs instead, so its numbers "
         "show the notebook working, not the full-size results (the README's full-size section has those)"),
 }
