@@ -2,9 +2,10 @@
 
 The notebooks are committed without outputs, so a reader on the web sees no figure and no number. This script runs
 each notebook top to bottom on this machine, as a learner would (not in smoke mode), and writes beside the clean
-sources an executed ``.ipynb`` with its figures (GitHub and Colab show it as it is; ``--html`` adds an HTML page), each headed by a markdown cell that says when, on
-what machine, with which command and git revision it was executed, how long it took, and which parameters were
-changed from the notebook's own. The clean notebooks stay the source; regenerate the copies when results change:
+sources a Markdown page with its figures as PNG files (GitHub shows it as it is), headed by a note that says when,
+on what machine, with which command and git revision it was executed, how long it took, and which parameters were
+changed from the notebook's own. ``--ipynb`` and ``--html`` also write the executed notebook and an HTML page, which
+are not committed: the project commits notebooks without outputs. The clean notebooks stay the source; regenerate the copies when results change:
 
     python benchmarks/execute_notebooks.py                 # every notebook, learner mode, into notebooks/executed/
     python benchmarks/execute_notebooks.py --only 00 03    # the notebooks whose names start with 00 or 03
@@ -154,9 +155,10 @@ def _client(nb, timeout_s: float):
     return client
 
 
-def execute(path: Path, out_dir: Path, smoke: bool, command: str, html: bool = False,
+def execute(path: Path, out_dir: Path, smoke: bool, command: str, html: bool = False, ipynb: bool = False,
             timeout_s: float = CELL_TIMEOUT_S) -> dict:
-    """Execute one notebook into ``out_dir`` (``.ipynb``, and ``.html`` if ``html``); return what it took."""
+    """Execute one notebook into ``out_dir`` (a ``.md`` page with its figures; also the executed ``.ipynb`` and an
+    ``.html`` page if asked); return what it took."""
     nb = nbformat.read(path, as_version=4)
     overrides, reason = OVERRIDES.get(path.stem, (None, ""))
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -186,13 +188,31 @@ def execute(path: Path, out_dir: Path, smoke: bool, command: str, html: bool = F
                   overrides if not smoke else None, reason, slowest)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(text, metadata={"tags": ["executed-copy-header"]}))
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / path.name
-    nbformat.write(nb, target)
+    target = write_page(nb, out_dir / f"{path.stem}.md")
+    if ipynb:
+        nbformat.write(nb, out_dir / path.name)
     if html:
         from nbconvert import HTMLExporter
         body, _ = HTMLExporter().from_notebook_node(nb)
-        target.with_suffix(".html").write_text(body, encoding="utf-8")
+        (out_dir / f"{path.stem}.html").write_text(body, encoding="utf-8")
     return {"notebook": path.name, "seconds": seconds, "cells": cells, "out": str(target)}
+
+
+def write_page(nb, target: Path) -> Path:
+    """The executed notebook as a Markdown page (GitHub shows it as it is), its figures as PNG files in
+    ``<stem>_files/`` beside it; the folder's old figures go first, so none outlives its page."""
+    import shutil
+
+    from nbconvert import MarkdownExporter
+
+    files = f"{target.stem}_files"
+    body, resources = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": files})
+    shutil.rmtree(target.parent / files, ignore_errors=True)
+    for name, data in resources.get("outputs", {}).items():
+        (target.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        (target.parent / name).write_bytes(data)
+    target.write_text(body, encoding="utf-8")
+    return target
 
 
 def main(argv=None) -> int:
@@ -203,6 +223,8 @@ def main(argv=None) -> int:
                                                           "with --smoke a temporary folder)")
     p.add_argument("--html", action="store_true", help="also write an HTML page per notebook (not committed: each "
                    "page repeats nbconvert's whole stylesheet)")
+    p.add_argument("--ipynb", action="store_true", help="also write the executed .ipynb (not committed: the "
+                   "project commits notebooks without outputs)")
     p.add_argument("--timeout", type=float, default=CELL_TIMEOUT_S, help="seconds a cell may take")
     args = p.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="dlb_edu_executed_")) if args.smoke else DEFAULT_OUT)
@@ -210,7 +232,7 @@ def main(argv=None) -> int:
                                                          if (argv or sys.argv[1:]) else "")
     for path in select(args.only):
         print(f"executing {path.name} ({'smoke' if args.smoke else 'learner'} mode) ...", flush=True)
-        done = execute(path, out, args.smoke, command, html=args.html, timeout_s=args.timeout)
+        done = execute(path, out, args.smoke, command, html=args.html, ipynb=args.ipynb, timeout_s=args.timeout)
         over = [(i, s) for i, s in done["cells"] if s > 90]
         print(f"  {_duration(done['seconds'])}; cells over 90 s: "
               f"{', '.join(f'code cell {i} ({s:.0f} s)' for i, s in over) or 'none'}; "

@@ -56,7 +56,9 @@ def test_a_small_notebook_executed_in_smoke_mode_gets_a_headed_copy_and_a_page(t
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import os\nprint('smoke', os.environ.get('DLB_EDU_SMOKE'))")]), source)
     done = ex.execute(source, tmp_path / "out", smoke=True, command="python benchmarks/execute_notebooks.py --smoke",
-                      html=True)
+                      html=True, ipynb=True)
+    page = (tmp_path / "out" / "99_tiny.md").read_text()
+    assert page.startswith("> **Executed copy of") and "smoke 1" in page and done["out"].endswith("99_tiny.md")
     copy = nbformat.read(tmp_path / "out" / "99_tiny.ipynb", as_version=4)
     assert copy.cells[0].cell_type == "markdown" and "smoke mode" in copy.cells[0].source
     assert "--smoke" in copy.cells[0].source and "git revision" in copy.cells[0].source
