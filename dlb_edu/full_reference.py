@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import DataError
 from .reference import mean_std, read_history
+from .viz import paired_interval
 
 DEFAULT_DIR = Path("results") / "full"
 FIGURE_NAME = "full_cifar10_jpeg.png"
@@ -137,13 +138,16 @@ def markdown_tables(ref: FullReference) -> str:
                          f"{_pm(*ref.stats(group, method, 'best'))} | "
                          f"{', '.join(f'{r.final:.4f}' for r in runs)} | {min(epoch_times):.1f} / "
                          f"{statistics.median(epoch_times):.1f} s | {minutes:.1f} min |")
-    lines += ["", "| paired difference (final test acc) | per seed | mean | std of the differences | "
-                  "the seeds' own spread (std) | reading |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| paired difference (final test acc) | per seed | mean | 95% t interval of the mean | "
+                  "std of the differences | the seeds' own spread (std) | reading |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, a, b in CONTRASTS:
         d = ref.paired(a, b)
         if not d["diffs"]:
             continue
-        lines.append(f"| {name} | {', '.join(f'{x:+.4f}' for x in d['diffs'])} | {d['mean']:+.4f} | "
+        _, low, high = paired_interval(d["diffs"])
+        interval = "-" if len(d["diffs"]) < 2 else f"[{low:+.4f}, {high:+.4f}]"
+        lines.append(f"| {name} | {', '.join(f'{x:+.4f}' for x in d['diffs'])} | {d['mean']:+.4f} | {interval} | "
                      f"{d['std']:.4f} | {d['seed_spread']:.4f} | {verdict(d)} |")
     return "\n".join(lines)
 
@@ -154,10 +158,12 @@ def verdict(d: dict) -> str:
     if n < 2:
         return "one seed: no spread to compare with"
     same_sign = all(x > 0 for x in d["diffs"]) or all(x < 0 for x in d["diffs"])
+    _, low, high = paired_interval(d["diffs"])
+    interval = "its 95% interval excludes 0" if low > 0 or high < 0 else "but its 95% interval includes 0"
     if same_sign and abs(d["mean"]) > d["seed_spread"]:
-        return f"same sign on all {n} seeds and larger than the seed spread"
+        return f"same sign on all {n} seeds and larger than the seed spread; {interval}"
     if same_sign:
-        return f"same sign on all {n} seeds, but within the seed spread"
+        return f"same sign on all {n} seeds, but within the seed spread; {interval}"
     return f"the sign changes between seeds: not distinguishable with {n} seeds"
 
 
