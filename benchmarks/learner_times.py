@@ -4,8 +4,9 @@ with its defaults (the Run button pressed from code), for issue 23's rule: a lea
     python benchmarks/learner_times.py notebooks/04_training_stability.ipynb notebooks/06_beyond_dlb.ipynb \
         --out results/learner_cell_times.json
 
-Each notebook runs in its own kernel with notebooks/ as its folder. The JSON holds, per notebook, every code
-cell's index, its first line and its seconds, then the app run's seconds, the command, git_rev and torch.
+Each notebook runs as ``benchmarks/execute_notebooks.py`` runs it (its own kernel, notebooks/ as its folder). The
+JSON holds, per notebook, every code cell's number (from 1), its first line and its seconds, then the app run's
+seconds, the command, git_rev and torch. (Records made before this used the cell's index among all cells.)
 """
 from __future__ import annotations
 
@@ -14,31 +15,26 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 import torch
-from nbclient import NotebookClient
 
-from dlb_edu.train import git_revision
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from execute_notebooks import execute  # noqa: E402  (the one way the project executes a notebook in learner mode)
+
+from dlb_edu.train import git_revision  # noqa: E402
 
 
 def cell_times(path: Path) -> list[dict]:
-    nb = nbformat.read(path, as_version=4)
-    env = {k: v for k, v in os.environ.items() if k != "DLB_EDU_SMOKE"}
-    os.environ.pop("DLB_EDU_SMOKE", None)
-    client = NotebookClient(nb, kernel_name="python3", timeout=900, resources={"metadata": {"path": str(path.parent)}})
-    out = []
-    with client.setup_kernel(env=env):
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            start = time.perf_counter()
-            client.execute_cell(cell, index)
-            out.append({"cell": index, "first_line": cell.source.split("\n")[0][:80],
-                        "seconds": round(time.perf_counter() - start, 2)})
-    return out
+    """Every code cell's number (counted from 1), first line and seconds, from one learner-mode execution."""
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    with tempfile.TemporaryDirectory() as tmp:
+        done = execute(path, Path(tmp), smoke=False, command="python benchmarks/learner_times.py")
+    return [{"cell": k, "first_line": code[k - 1].source.split("\n")[0][:80], "seconds": round(seconds, 2)}
+            for k, seconds in done["cells"]]
 
 
 def app_run() -> float:
