@@ -8,6 +8,8 @@ with one line asking for it.
 """
 from __future__ import annotations
 
+import functools
+
 REPO_URL = "https://github.com/YOUR-ACCOUNT/dlb-edu"
 PLACEHOLDER_MARK = "YOUR-ACCOUNT"  # in REPO_URL while the address is not set
 
@@ -16,9 +18,10 @@ def repo_url_is_set(url: str = REPO_URL) -> bool:
     return PLACEHOLDER_MARK not in url
 
 
+@functools.cache
 def cpu_name() -> str:
     """The CPU's model name as the system reports it (``/proc/cpuinfo`` on Linux), else what ``platform`` knows:
-    the name every record of where a run trained carries."""
+    the name every record of where a run trained carries. Read once per process (every epoch's summary asks)."""
     import platform
     from pathlib import Path
 
